@@ -1,0 +1,37 @@
+"""approxsim: train and evaluate PyTorch models on simulated approximate hardware.
+
+Importing approxsim compiles nothing; C models are compiled (and cached) when built.
+"""
+
+from approxsim.multipliers import (
+    MAX_MANTISSA_BITS,
+    MIN_MANTISSA_BITS,
+    CompilerError,
+    FunctionNotFoundError,
+    Multiplier,
+    MultiplierError,
+    NotDecomposableError,
+    UnknownMultiplierError,
+    WrongSignatureError,
+    get_multiplier,
+    list_multipliers,
+    register_multiplier,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "Multiplier",
+    "MultiplierError",
+    "NotDecomposableError",
+    "CompilerError",
+    "FunctionNotFoundError",
+    "WrongSignatureError",
+    "UnknownMultiplierError",
+    "MIN_MANTISSA_BITS",
+    "MAX_MANTISSA_BITS",
+    "get_multiplier",
+    "list_multipliers",
+    "register_multiplier",
+]

@@ -1,0 +1,235 @@
+"""The ``approxsim`` command line.
+
+Subcommands:
+    ``approxsim multipliers list [PATTERN]``
+    ``approxsim multipliers show NAME | --c FILE --function F --mantissa-bits M |
+    --approxtrain-lut FILE [--plot FILE.png] [--json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _add_multiplier_source(p: argparse.ArgumentParser, *, positional: bool) -> None:
+    if positional:
+        p.add_argument("name", nargs="?", help="built-in or registered multiplier name")
+    g = p.add_argument_group("a multiplier from a C/C++ functional model")
+    g.add_argument("--c", metavar="FILE", help="C/C++ source defining float F(float, float)")
+    g.add_argument("--function", metavar="F", help="function name in --c FILE")
+    g.add_argument("--mantissa-bits", type=int, metavar="M", help="mantissa bits M (1..11)")
+    g.add_argument("--language", choices=["c", "c++"], help="default: from the file suffix")
+    g.add_argument(
+        "--rounding",
+        choices=["truncate", "nearest"],
+        default="truncate",
+        help="how operands are reduced to M bits (default: truncate)",
+    )
+    g.add_argument(
+        "--accept-mismatch",
+        action="store_true",
+        help="accept a model that fails the decomposability check (rate is recorded)",
+    )
+    g2 = p.add_argument_group("a multiplier from a LUT file")
+    g2.add_argument("--approxtrain-lut", metavar="FILE", help="ApproxTrain LUT file NAME_<M>.bin")
+    g2.add_argument("--lut", metavar="FILE.npz", help="a multiplier saved by Multiplier.save")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``approxsim`` command."""
+    parser = argparse.ArgumentParser(
+        prog="approxsim",
+        description="Simulate approximate multipliers in PyTorch models.",
+    )
+    from approxsim import __version__
+
+    parser.add_argument("--version", action="version", version=f"approxsim {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    mult = sub.add_parser("multipliers", help="list, inspect and plot multipliers")
+    msub = mult.add_subparsers(dest="action", metavar="ACTION")
+    msub.required = True
+    lst = msub.add_parser("list", help="list built-in multipliers")
+    lst.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'mitchell*'")
+    lst.add_argument("--stats", action="store_true", help="also print error statistics")
+    lst.add_argument("--json", action="store_true", help="print JSON")
+
+    show = msub.add_parser(
+        "show",
+        help="error statistics of one multiplier (and a heat map with --plot)",
+        description="Print a multiplier's error statistics over its mantissa grid.",
+    )
+    _add_multiplier_source(show, positional=True)
+    show.add_argument("--plot", metavar="FILE.png", help="write a relative-error heat map")
+    show.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    show.add_argument("--save", metavar="FILE.npz", help="save the multiplier for later runs")
+    return parser
+
+
+def multiplier_from_args(args: argparse.Namespace):  # -> Multiplier
+    """Resolve the multiplier named by CLI arguments (name, --c, --approxtrain-lut, --lut)."""
+    from approxsim.multipliers import Multiplier, get_multiplier
+
+    given = [
+        x
+        for x in (
+            getattr(args, "name", None),
+            args.c,
+            args.approxtrain_lut,
+            args.lut,
+        )
+        if x
+    ]
+    if len(given) != 1:
+        raise CLIError(
+            "name exactly one multiplier: a NAME, --c FILE --function F --mantissa-bits M, "
+            "--approxtrain-lut FILE or --lut FILE.npz"
+        )
+    if args.c:
+        if not args.function or args.mantissa_bits is None:
+            raise CLIError("--c FILE needs --function F and --mantissa-bits M")
+        return Multiplier.from_c(
+            Path(args.c),
+            args.function,
+            args.mantissa_bits,
+            language=args.language,
+            rounding=args.rounding,
+            accept_mismatch=args.accept_mismatch,
+        )
+    if args.approxtrain_lut:
+        return Multiplier.from_approxtrain_lut(Path(args.approxtrain_lut), args.mantissa_bits)
+    if args.lut:
+        return Multiplier.load(Path(args.lut))
+    return get_multiplier(args.name)
+
+
+def _pct(x: float, signed: bool = True) -> str:
+    return f"{100 * x:+.4f}%" if signed else f"{100 * x:.4f}%"
+
+
+_UNSIGNED = ("mean_abs_rel_error", "max_abs_rel_error", "std_rel_error")
+
+
+def _stats_table(rows: list[tuple[str, dict[str, float]]]) -> str:
+    cols = [
+        ("mean", "mean_rel_error"),
+        ("mean |.|", "mean_abs_rel_error"),
+        ("max |.|", "max_abs_rel_error"),
+        ("std", "std_rel_error"),
+    ]
+    name_w = max([len("multiplier")] + [len(n) for n, _ in rows])
+    header = f"{'multiplier':<{name_w}}  " + "  ".join(f"{c:>11}" for c, _ in cols)
+    lines = [header, "-" * len(header)]
+    for name, st in rows:
+        lines.append(
+            f"{name:<{name_w}}  "
+            + "  ".join(f"{_pct(st[k], signed=k not in _UNSIGNED):>11}" for _, k in cols)
+        )
+    return "\n".join(lines)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from approxsim.multipliers import get_multiplier, list_multipliers
+
+    names = list_multipliers(args.pattern)
+    if not names:
+        raise CLIError(f"no multiplier matches {args.pattern!r}; try `approxsim multipliers list`")
+    if args.json:
+        out = []
+        for n in names:
+            m = get_multiplier(n)
+            item = {"name": n, "mantissa_bits": m.mantissa_bits, "exact": m.is_exact}
+            if args.stats:
+                item["error_stats"] = m.error_stats()
+            out.append(item)
+        print(json.dumps(out, indent=1))
+        return 0
+    if args.stats:
+        print(_stats_table([(n, get_multiplier(n).error_stats()) for n in names]))
+        print("(relative error over the mantissa grid, vs the exact product of grid operands)")
+    else:
+        for n in names:
+            m = get_multiplier(n)
+            desc = m.provenance.get("description", "")
+            bits = "exact" if m.is_exact else f"M={m.mantissa_bits}"
+            print(f"{n:<12} {bits:<6} {desc}")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    mult = multiplier_from_args(args)
+    info = mult.describe()
+    if args.save:
+        info["saved_to"] = str(mult.save(Path(args.save)))
+    if args.plot:
+        from approxsim.plots.multipliers import plot_error_heatmap
+
+        info["plot"] = str(plot_error_heatmap(mult, Path(args.plot)))
+    if args.json:
+        print(json.dumps(info, indent=1, sort_keys=True))
+        return 0
+    st = info["error_stats"]
+    print(f"multiplier   {mult.name}")
+    if mult.is_exact:
+        print("arithmetic   IEEE float32 (exact; runs natively)")
+    else:
+        print(f"mantissa     M={mult.mantissa_bits} bits, inputs {mult.rounding}d")
+        prov = info["provenance"]
+        print(
+            f"builder      {prov.get('builder')}"
+            + (f" ({prov['description']})" if prov.get("description") else "")
+        )
+        dec = prov.get("decomposability")
+        if dec:
+            print(
+                f"check        {dec['mismatches']} mismatches in {dec['samples']} random pairs"
+                + (" (ACCEPTED)" if dec["mismatches"] else " (bit-exact)")
+            )
+    print(f"fingerprint  {mult.fingerprint[:16]}")
+    print("relative error over the mantissa grid (vs exact product of grid operands):")
+    for key, label in (
+        ("mean_rel_error", "mean (bias)"),
+        ("mean_abs_rel_error", "mean |error|"),
+        ("max_abs_rel_error", "max |error|"),
+        ("min_rel_error", "min"),
+        ("max_rel_error", "max"),
+        ("std_rel_error", "std"),
+    ):
+        print(f"  {label:<13}{_pct(st[key], signed=key not in _UNSIGNED)}")
+    if args.save:
+        print(f"saved        {info['saved_to']}")
+    if args.plot:
+        print(f"plot         {info['plot']}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``approxsim`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from approxsim.multipliers import MultiplierError
+
+    handlers = {("multipliers", "list"): _cmd_list, ("multipliers", "show"): _cmd_show}
+    try:
+        return handlers[(args.command, args.action)](args)
+    except (CLIError, MultiplierError, FileNotFoundError) as exc:
+        print(f"approxsim: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("approxsim: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Simulated multipliers: the :class:`Multiplier`, its builders and the built-in registry."""
+
+from approxsim.multipliers.approxtrain import read_approxtrain_lut, write_approxtrain_lut
+from approxsim.multipliers.build import NotDecomposableError
+from approxsim.multipliers.cmodel import (
+    CompilerError,
+    CompilerNotFoundError,
+    FunctionNotFoundError,
+    WrongSignatureError,
+)
+from approxsim.multipliers.core import (
+    MAX_MANTISSA_BITS,
+    MIN_MANTISSA_BITS,
+    Multiplier,
+    MultiplierError,
+)
+from approxsim.multipliers.registry import (
+    UnknownMultiplierError,
+    get_multiplier,
+    list_multipliers,
+    register_multiplier,
+)
+
+__all__ = [
+    "Multiplier",
+    "MultiplierError",
+    "NotDecomposableError",
+    "CompilerError",
+    "CompilerNotFoundError",
+    "FunctionNotFoundError",
+    "WrongSignatureError",
+    "UnknownMultiplierError",
+    "MIN_MANTISSA_BITS",
+    "MAX_MANTISSA_BITS",
+    "get_multiplier",
+    "list_multipliers",
+    "register_multiplier",
+    "read_approxtrain_lut",
+    "write_approxtrain_lut",
+]

@@ -1,0 +1,212 @@
+"""Turning a functional model into a LUT multiplier: grid evaluation and the decomposability check.
+
+A *model* here is any function mapping two float32 numpy arrays to their float32 products
+(a wrapped Python function or a compiled C model). :func:`build_from_model` evaluates it on
+the M-bit mantissa grid with both exponents 0 to get the LUT, then checks on random operands
+spread over the exponent range that the model really is ``sign ⊕ exponent-sum ⊕ LUT`` —
+the condition under which the LUT simulation is bit-identical to the model (DESIGN §2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from approxsim.multipliers._float import lut_product, operand_index
+from approxsim.multipliers.core import (
+    Multiplier,
+    MultiplierError,
+    check_mantissa_bits,
+    check_rounding,
+    validate_lut,
+)
+
+__all__ = [
+    "NotDecomposableError",
+    "evaluate_grid",
+    "check_decomposable",
+    "build_from_model",
+    "python_provenance",
+    "DecomposabilityReport",
+]
+
+Model = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+class NotDecomposableError(MultiplierError):
+    """The model's products are not ``sign ⊕ exponent sum ⊕ f(mantissas)`` at M bits."""
+
+
+def evaluate_grid(model: Model, mantissa_bits: int) -> np.ndarray:
+    """Evaluate ``model(1.i, 1.j)`` over the full M-bit grid (both exponents 0).
+
+    Returns:
+        The float32 LUT of shape ``(2^M, 2^M)``; row ``i`` is operand A.
+    """
+    n = 1 << mantissa_bits
+    idx = np.arange(n, dtype=np.uint32)
+    ops = ((np.uint32(127) << np.uint32(23)) | (idx << np.uint32(23 - mantissa_bits))).view(
+        np.float32
+    )
+    a = np.repeat(ops, n)
+    b = np.tile(ops, n)
+    return np.asarray(model(a, b)).reshape(n, n)
+
+
+class DecomposabilityReport(dict):
+    """Result of :func:`check_decomposable` (a dict, JSON-serializable)."""
+
+
+def _sample_operands(
+    count: int, mantissa_bits: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random normal operand pairs whose products stay well inside the float32 range.
+
+    Biased exponents are drawn from [67, 187] (2^-60 .. 2^60), so ``ea + eb`` is at most
+    2^±120 and even a LUT value near 4 cannot reach the overflow or underflow edge. Fractions
+    are random in all 23 bits, so the bits below M (truncated or rounded away) are exercised.
+    A quarter of the pairs use exponent 0 with random low bits, and the grid corners are
+    always included.
+    """
+    sign = rng.integers(0, 2, size=(2, count), dtype=np.uint32) << np.uint32(31)
+    expo = rng.integers(67, 188, size=(2, count), dtype=np.uint32)
+    expo[:, : count // 4] = 127
+    frac = rng.integers(0, 1 << 23, size=(2, count), dtype=np.uint32)
+    n = 1 << mantissa_bits
+    corners = np.array([0, n - 1, n // 2, 1 % n], dtype=np.uint32) << np.uint32(23 - mantissa_bits)
+    k = min(len(corners) ** 2, count)
+    cf = np.stack(np.meshgrid(corners, corners, indexing="ij")).reshape(2, -1)[:, :k]
+    frac[:, -k:] = cf
+    sign[:, -k:] = 0
+    expo[:, -k:] = 127
+    bits = sign | (expo << np.uint32(23)) | frac
+    fl = bits.view(np.float32)
+    return np.ascontiguousarray(fl[0]), np.ascontiguousarray(fl[1])
+
+
+def check_decomposable(
+    model: Model,
+    lut: np.ndarray,
+    mantissa_bits: int,
+    rounding: str,
+    *,
+    samples: int = 65536,
+    seed: int = 0,
+) -> DecomposabilityReport:
+    """Compare the model with the LUT product, bit for bit, on random operand pairs.
+
+    Pairs whose LUT product would not be a normal float away from the range edges are skipped
+    (the DESIGN §2 edge rules apply there, not the model's).
+
+    Returns:
+        A report with ``samples`` (pairs compared), ``mismatches``, ``mismatch_rate`` and,
+        when there are mismatches, ``example`` (the first counter-example as hex bit
+        patterns and values).
+    """
+    rng = np.random.default_rng(seed)
+    a, b = _sample_operands(max(int(samples), 16), mantissa_bits, rng)
+    lut_bits = torch.from_numpy(lut.reshape(-1).view(np.int32).copy())
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    expected = lut_product(ta, tb, lut_bits, mantissa_bits, rounding).numpy()
+    # Only judge pairs whose operands survive input rounding as finite normals.
+    ea = operand_index(ta.view(torch.int32), mantissa_bits, rounding)
+    eb = operand_index(tb.view(torch.int32), mantissa_bits, rounding)
+    usable = ~(ea[2] | ea[3] | ea[4] | eb[2] | eb[3] | eb[4]).numpy()
+    got = np.asarray(model(a, b))
+    got_bits = got.view(np.uint32)
+    exp_bits = expected.view(np.uint32)
+    bad = usable & (got_bits != exp_bits)
+    n_used = int(usable.sum())
+    report = DecomposabilityReport(
+        samples=n_used,
+        mismatches=int(bad.sum()),
+        mismatch_rate=float(bad.sum()) / max(n_used, 1),
+        seed=int(seed),
+    )
+    if bad.any():
+        k = int(np.argmax(bad))
+        report["example"] = {
+            "a": float(a[k]),
+            "b": float(b[k]),
+            "a_hex": f"0x{a.view(np.uint32)[k]:08x}",
+            "b_hex": f"0x{b.view(np.uint32)[k]:08x}",
+            "model": float(got[k]),
+            "model_hex": f"0x{got_bits[k]:08x}",
+            "lut_product": float(expected[k]),
+            "lut_product_hex": f"0x{exp_bits[k]:08x}",
+        }
+    return report
+
+
+def mismatch_message(label: str, report: DecomposabilityReport, mantissa_bits: int) -> str:
+    """The error text for a model that failed the check."""
+    ex = report["example"]
+    return (
+        f"{label} is not decomposable at mantissa_bits={mantissa_bits}: its products differ "
+        f"from sign xor, exponent sum and an M-bit mantissa LUT on {report['mismatches']} of "
+        f"{report['samples']} random operand pairs ({100 * report['mismatch_rate']:.3g}%). "
+        f"Counter-example: model({ex['a']!r} [{ex['a_hex']}], {ex['b']!r} [{ex['b_hex']}]) = "
+        f"{ex['model']!r} [{ex['model_hex']}], LUT product {ex['lut_product']!r} "
+        f"[{ex['lut_product_hex']}]. If the model looks at more fraction bits, raise "
+        "mantissa_bits; if it rounds its inputs, pass rounding='nearest'; to use it anyway, "
+        "pass accept_mismatch=True (the mismatch rate is recorded in the multiplier's "
+        "provenance)."
+    )
+
+
+def build_from_model(
+    model: Model,
+    mantissa_bits: int,
+    *,
+    name: str,
+    rounding: str = "truncate",
+    accept_mismatch: bool = False,
+    check_samples: int = 65536,
+    seed: int = 0,
+    provenance: dict[str, Any] | None = None,
+    label: str | None = None,
+) -> Multiplier:
+    """Evaluate ``model`` on the grid, check decomposability, and return the Multiplier.
+
+    Raises:
+        MultiplierError: bad M or rounding, or LUT values that are not positive normal floats.
+        NotDecomposableError: the check failed and ``accept_mismatch`` is False.
+    """
+    mantissa_bits = check_mantissa_bits(mantissa_bits)
+    rounding = check_rounding(rounding)
+    if isinstance(check_samples, bool) or not isinstance(check_samples, int) or check_samples < 1:
+        raise MultiplierError(f"check_samples must be a positive integer, got {check_samples!r}")
+    lut = validate_lut(
+        evaluate_grid(model, mantissa_bits), mantissa_bits, what=f"the LUT of {label or name}"
+    )
+    report = check_decomposable(
+        model, lut, mantissa_bits, rounding, samples=check_samples, seed=seed
+    )
+    if report["mismatches"] and not accept_mismatch:
+        raise NotDecomposableError(mismatch_message(label or name, report, mantissa_bits))
+    prov = dict(provenance or {})
+    prov["decomposability"] = dict(report)
+    prov["accepted_mismatch"] = bool(report["mismatches"])
+    prov["mantissa_bits"] = mantissa_bits
+    prov["rounding"] = rounding
+    return Multiplier(name, mantissa_bits, lut, rounding=rounding, provenance=prov)
+
+
+def python_provenance(fn: Callable[..., Any]) -> dict[str, Any]:
+    """Builder, qualified name and (when available) a hash of a Python model's source."""
+    prov: dict[str, Any] = {
+        "builder": "python",
+        "function": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}",
+    }
+    try:
+        src = inspect.getsource(fn)
+    except (OSError, TypeError):
+        src = None
+    if src is not None:
+        prov["source_sha256"] = hashlib.sha256(src.encode()).hexdigest()
+    return prov

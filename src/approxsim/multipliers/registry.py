@@ -1,0 +1,190 @@
+"""A timm-style registry of built-in multipliers: ``get_multiplier`` / ``list_multipliers``.
+
+Families with an M parameter (``mitchell<M>``, ``mbm<M>``, ``trunc<M>``) are generated for
+every M approxsim allows rather than listed by hand. Users add their own with
+:func:`register_multiplier`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from approxsim.multipliers import designs
+from approxsim.multipliers.core import (
+    MAX_MANTISSA_BITS,
+    MIN_MANTISSA_BITS,
+    Multiplier,
+    MultiplierError,
+)
+
+__all__ = ["get_multiplier", "list_multipliers", "register_multiplier", "UnknownMultiplierError"]
+
+
+class UnknownMultiplierError(MultiplierError, KeyError):
+    """No multiplier of that name is registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+Factory = Callable[[], Multiplier]
+
+_FIXED: dict[str, Factory] = {}
+_FAMILIES: dict[str, tuple[Callable[[int], np.ndarray], str, str]] = {
+    # prefix: (LUT function of M, rounding, description)
+    "mitchell": (designs.mitchell_lut, "truncate", "Mitchell logarithmic multiplier (1962)"),
+    "mbm": (designs.mbm_lut, "truncate", "minimally biased multiplier (Saadat et al. 2018)"),
+    "trunc": (designs.trunc_lut, "truncate", "exact product of M-bit truncated mantissas"),
+}
+_LOCK = threading.Lock()
+_CACHE: dict[str, Multiplier] = {}
+
+
+def register_multiplier(name: str) -> Callable[[Factory], Factory]:
+    """Decorator registering a zero-argument factory under ``name``.
+
+    Example::
+
+        @approxsim.register_multiplier("my_mul7")
+        def my_mul7():
+            return approxsim.Multiplier.from_c("my_mul.c", "my_mul", 7)
+
+    Raises:
+        MultiplierError: the name is empty, clashes with a built-in, or is taken.
+    """
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-@+]+", name):
+        raise MultiplierError(f"multiplier names use letters, digits and _.-@+ only, got {name!r}")
+
+    def decorator(factory: Factory) -> Factory:
+        with _LOCK:
+            if name in _FIXED or _family_match(name) is not None:
+                raise MultiplierError(f"a multiplier named {name!r} is already registered")
+            _FIXED[name] = factory
+        return factory
+
+    return decorator
+
+
+def _family_match(name: str) -> tuple[str, int] | None:
+    m = re.fullmatch(r"([a-z_]+?)(\d+)", name)
+    if m is None or m.group(1) not in _FAMILIES:
+        return None
+    return m.group(1), int(m.group(2))
+
+
+def _all_names() -> list[str]:
+    names = list(_FIXED)
+    for prefix in _FAMILIES:
+        names.extend(f"{prefix}{m}" for m in range(MIN_MANTISSA_BITS, MAX_MANTISSA_BITS + 1))
+    return names
+
+
+def list_multipliers(pattern: str = "*") -> list[str]:
+    """Names of the registered multipliers matching a shell-style ``pattern``, sorted.
+
+    Example: ``list_multipliers("mitchell*")``.
+    """
+    return sorted((n for n in _all_names() if fnmatch.fnmatchcase(n, pattern)), key=_natural_key)
+
+
+def _natural_key(name: str) -> tuple[str, int]:
+    m = re.fullmatch(r"(.*?)(\d*)", name)
+    assert m is not None
+    return m.group(1), int(m.group(2) or -1)
+
+
+def get_multiplier(name: str) -> Multiplier:
+    """The built-in or registered multiplier called ``name`` (built once, then shared).
+
+    Raises:
+        UnknownMultiplierError: no such name; the message lists what exists.
+    """
+    if isinstance(name, Multiplier):
+        return name
+    if not isinstance(name, str):
+        raise MultiplierError(f"a multiplier name must be a string, got {type(name).__name__}")
+    with _LOCK:
+        cached = _CACHE.get(name)
+    if cached is not None:
+        return cached
+    mult = _build(name)
+    with _LOCK:
+        return _CACHE.setdefault(name, mult)
+
+
+def _build(name: str) -> Multiplier:
+    factory = _FIXED.get(name)
+    if factory is not None:
+        mult = factory()
+        if not isinstance(mult, Multiplier):
+            raise MultiplierError(
+                f"the factory registered as {name!r} returned {type(mult).__name__}, "
+                "not a Multiplier"
+            )
+        return mult
+    fam = _family_match(name)
+    if fam is not None:
+        prefix, m = fam
+        if not MIN_MANTISSA_BITS <= m <= MAX_MANTISSA_BITS:
+            raise UnknownMultiplierError(
+                f"{name!r}: {prefix}<M> exists for M from {MIN_MANTISSA_BITS} to "
+                f"{MAX_MANTISSA_BITS}"
+            )
+        fn, rounding, description = _FAMILIES[prefix]
+        return Multiplier(
+            name,
+            m,
+            fn(m),
+            rounding=rounding,
+            provenance={"builder": "builtin", "design": prefix, "description": description},
+        )
+    families = ", ".join(f"{p}<M> (M={MIN_MANTISSA_BITS}..{MAX_MANTISSA_BITS})" for p in _FAMILIES)
+    raise UnknownMultiplierError(
+        f"unknown multiplier {name!r}. Known: {', '.join(sorted(_FIXED))}, {families}. "
+        "`approxsim multipliers list` prints them all."
+    )
+
+
+def _exact() -> Multiplier:
+    return Multiplier(
+        "fp32",
+        23,
+        None,
+        provenance={"builder": "builtin", "design": "fp32", "description": "IEEE float32"},
+    )
+
+
+def _bf16() -> Multiplier:
+    return Multiplier(
+        "bf16",
+        7,
+        designs.rounded_product_lut(7),
+        rounding="nearest",
+        provenance={
+            "builder": "builtin",
+            "design": "bf16",
+            "description": "bfloat16 unit: inputs and product rounded to nearest-even bfloat16",
+        },
+    )
+
+
+def _bf16_trunc() -> Multiplier:
+    return Multiplier(
+        "bf16_trunc",
+        7,
+        designs.truncated_product_lut(7),
+        rounding="truncate",
+        provenance={
+            "builder": "builtin",
+            "design": "bf16_trunc",
+            "description": "inputs and product truncated to bfloat16 (ApproxTrain's bfloat16)",
+        },
+    )
+
+
+_FIXED.update({"fp32": _exact, "bf16": _bf16, "bf16_trunc": _bf16_trunc})

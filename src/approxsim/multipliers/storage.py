@@ -1,0 +1,93 @@
+"""Saving and loading multipliers as ``.npz`` files (LUT, M, rounding, provenance)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from approxsim.multipliers.core import Multiplier, MultiplierError
+
+__all__ = ["save_multiplier", "load_multiplier", "FORMAT_VERSION", "atomic_write_bytes"]
+
+FORMAT_VERSION = 1
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_multiplier(multiplier: Multiplier, path: str | Path) -> Path:
+    """Save ``multiplier`` to ``path`` (``.npz``), atomically.
+
+    Raises:
+        MultiplierError: for the exact multiplier (use the name ``fp32`` instead).
+    """
+    lut = multiplier.lut
+    if lut is None:
+        raise MultiplierError("the exact multiplier has nothing to save; refer to it as 'fp32'")
+    meta = {
+        "format": "approxsim-multiplier",
+        "version": FORMAT_VERSION,
+        "name": multiplier.name,
+        "mantissa_bits": multiplier.mantissa_bits,
+        "rounding": multiplier.rounding,
+        "fingerprint": multiplier.fingerprint,
+        "provenance": multiplier.provenance,
+    }
+    p = Path(path)
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, lut=lut.numpy(), meta=np.array(json.dumps(meta)))
+    atomic_write_bytes(p, buf.getvalue(), mode=0o644)
+    return p
+
+
+def load_multiplier(path: str | Path) -> Multiplier:
+    """Load a multiplier saved by :func:`save_multiplier`, verifying its fingerprint.
+
+    Raises:
+        FileNotFoundError: no such file.
+        MultiplierError: not an approxsim multiplier file, or damaged.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"multiplier file not found: {p}")
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            lut = np.array(data["lut"])
+            meta = json.loads(str(data["meta"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        raise MultiplierError(f"{p} is not a readable approxsim multiplier file: {exc}") from None
+    if meta.get("format") != "approxsim-multiplier":
+        raise MultiplierError(f"{p} is not an approxsim multiplier file")
+    mult = Multiplier(
+        meta["name"],
+        meta["mantissa_bits"],
+        lut,
+        rounding=meta["rounding"],
+        provenance=meta["provenance"],
+    )
+    if mult.fingerprint != meta.get("fingerprint"):
+        raise MultiplierError(f"{p} is damaged: its LUT does not match its recorded fingerprint")
+    return mult

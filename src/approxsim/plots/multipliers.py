@@ -1,0 +1,71 @@
+"""Relative-error heat maps of multipliers over their mantissa grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from approxsim.multipliers import Multiplier
+
+__all__ = ["plot_error_heatmap"]
+
+
+def plot_error_heatmap(multiplier: Multiplier, path: str | Path, *, dpi: int = 150) -> Path:
+    """Draw ``LUT/exact - 1`` over the M-bit mantissa grid as a heat map with a colour bar.
+
+    Rows are operand A's mantissa ``1 + i/2^M``, columns operand B's. The colour scale is
+    diverging and centred on zero, so over- and under-estimates read apart.
+
+    Args:
+        multiplier: A LUT multiplier.
+        path: Output image file (format from the suffix, e.g. ``.png``, ``.pdf``).
+        dpi: Resolution for raster formats.
+
+    Returns:
+        The path written.
+
+    Raises:
+        MultiplierError: for the exact multiplier (nothing to draw).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import TwoSlopeNorm
+
+    rel = 100.0 * multiplier.relative_error_grid()
+    stats = multiplier.error_stats()
+    lo, hi = float(rel.min()), float(rel.max())
+    span = max(abs(lo), abs(hi), 1e-12)
+    norm = TwoSlopeNorm(
+        vcenter=0.0,
+        vmin=min(lo, -1e-12 * span) if lo < 0 else -span,
+        vmax=max(hi, 1e-12 * span) if hi > 0 else span,
+    )
+    fig, ax = plt.subplots(figsize=(6.4, 5.4), constrained_layout=True)
+    im = ax.imshow(
+        rel,
+        origin="lower",
+        extent=(1.0, 2.0, 1.0, 2.0),
+        cmap="RdBu_r",
+        norm=norm,
+        interpolation="nearest",
+        aspect="equal",
+    )
+    cbar = fig.colorbar(im, ax=ax)
+    cbar.set_label("relative error (%)")
+    ax.set_xlabel("operand B mantissa  1.j")
+    ax.set_ylabel("operand A mantissa  1.i")
+    ax.set_title(
+        f"{multiplier.name} (M={multiplier.mantissa_bits})\n"
+        f"mean {100 * stats['mean_rel_error']:+.3f}%   "
+        f"mean|.| {100 * stats['mean_abs_rel_error']:.3f}%   "
+        f"max|.| {100 * stats['max_abs_rel_error']:.3f}%",
+        fontsize=10,
+    )
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
