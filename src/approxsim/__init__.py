@@ -17,6 +17,7 @@ from approxsim.multipliers import (
     list_multipliers,
     register_multiplier,
 )
+from approxsim.ops import PassMultipliers, matmul, mul
 
 __version__ = "0.1.0"
 
@@ -34,4 +35,7 @@ __all__ = [
     "get_multiplier",
     "list_multipliers",
     "register_multiplier",
+    "matmul",
+    "mul",
+    "PassMultipliers",
 ]

@@ -1,0 +1,212 @@
+"""CPU kernel of the approximate batched matmul: exact products through ``embedding_bag``.
+
+Write operand A as ``a = sa · 2^ea · (1.ia)`` and fold everything that depends on B into a
+table per tile of B's columns (DESIGN §4):
+
+    V[k, i, n] = sb[k, n] · 2^(eb[k, n] - s) · LUT[i, ib[k, n]]        (2^M × K × N_tile floats)
+    C[r, n]    = Σ_k  (sa[r, k] · 2^(ea[r, k] + s)) · V[k, ia[r, k], n]
+
+Every factor is a power of two times a LUT value, assembled from bits, so each product is the
+exact LUT product as long as no intermediate leaves the normal float32 range. ``s`` is a shift
+kept at 0 (so the weights are plain ``sa · 2^ea``). The second line is exactly ``F.embedding_bag(mode="sum",
+per_sample_weights=...)`` over bags ``k·2^M + ia[r, k]``: a row gather and a contiguous
+multiply-add, no per-product LUT lookup.
+
+When the exponents of a call could push a product (or V) out of the normal range, or an operand
+is inf/NaN, the exact chunked reference runs instead — correct, slower, and rare in practice
+(it needs values beyond about 2^±60 meeting in one product).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from approxsim.multipliers._float import ROUNDINGS, SIGN_BIT, operand_index
+from approxsim.ops.reference import lut_bmm_ref
+
+__all__ = ["lut_bmm_cpu", "plan_tiles"]
+
+#: Target size of one V tile in bytes (a share of the per-core L2 cache).
+_V_TILE_BYTES = 1 << 20
+#: Widest column tile; each gathered V row is this many contiguous floats.
+_MAX_N_TILE = 64
+
+
+def plan_tiles(k: int, n: int, mantissa_bits: int) -> tuple[int, int]:
+    """Choose ``(k_tile, n_tile)`` so a V tile is about ``_V_TILE_BYTES``."""
+    rows = 1 << mantissa_bits
+    n_tile = max(1, min(n, _MAX_N_TILE))
+    k_max = max(1, min(k, _V_TILE_BYTES // (4 * rows * n_tile)))
+    n_kt = -(-k // k_max)
+    return -(-k // n_kt), n_tile  # balanced tiles: the last one is (almost) full
+
+
+_SCRATCH: dict[int, Tensor] = {}
+#: Scratch buffers larger than this are not kept between calls.
+_KEEP_SCRATCH = 1 << 28
+
+
+def _scratch(numel: int) -> Tensor:
+    """A reusable int32 buffer of at least ``numel`` elements (per thread)."""
+    import threading
+
+    key = threading.get_ident()
+    buf = _SCRATCH.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = torch.empty(numel, dtype=torch.int32)
+        if 4 * numel <= _KEEP_SCRATCH:
+            _SCRATCH[key] = buf
+    return buf[:numel]
+
+
+@functools.cache
+def _numba_decode():  # -> numba dispatcher, compiled on first use (cached on disk)
+    """Compile (once) the fused decoder of operand A."""
+    import numba
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def decode(abits, m, nearest, k_tile, idx_out, w_out, stats):  # pragma: no cover - numba
+        # abits: int32 (R, K) float bits of A; m: mantissa bits; nearest: 1 rounds to nearest.
+        # idx_out: int32 (T, R, k_tile), T = ceil(K / k_tile): (k mod k_tile)·2^M + ia.
+        # w_out: int32 (T, R, k_tile): bits of sa·2^(ea-127), or a signed zero.
+        # stats: int32 (R, 3): min and max exponent field of nonzero operands, special flag.
+        n_rows, n_k = abits.shape
+        shift = 23 - m
+        rows = 1 << m
+        half = (1 << (shift - 1)) - 1 if shift > 0 else 0
+        n_tiles = idx_out.shape[0]
+        for r in numba.prange(n_rows):
+            lo = 255
+            hi = 0
+            special = 0
+            for t in range(n_tiles):
+                k0 = t * k_tile
+                for kk in range(min(k_tile, n_k - k0)):
+                    x = abits[r, k0 + kk]
+                    sign = x & -2147483648
+                    mag = x & 0x7FFFFFFF
+                    e = mag >> 23
+                    if nearest and shift > 0 and e != 255:
+                        mag = ((mag + half + ((mag >> shift) & 1)) >> shift) << shift
+                        e = mag >> 23
+                    ok = (e != 0) & (e != 255)
+                    special |= e == 255
+                    idx_out[t, r, kk] = kk * rows + (((mag & 0x7FFFFF) >> shift) if ok else 0)
+                    w_out[t, r, kk] = sign | ((e << 23) if ok else 0)
+                    if ok:
+                        lo = min(lo, e)
+                        hi = max(hi, e)
+            stats[r, 0] = lo
+            stats[r, 1] = hi
+            stats[r, 2] = special
+
+    return decode
+
+
+@functools.cache
+def _numba_build_v():  # -> numba dispatcher
+    """Compile (once) the builder of one V tile."""
+    import numba
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def build_v(lut2, sb, eb, ib, k0, kt, n0, nt, v_out):  # pragma: no cover - numba
+        # lut2: int32 (2^M, 2^M) LUT bits. sb/eb/ib: int32 (K, N) sign bit, exponent field
+        # (0 for zero/subnormal operands) and index of operand B. v_out: int32
+        # (k_tile·2^M, nt): row kk·2^M + i holds sb·2^(eb-127)·LUT[i, ib] for k = k0 + kk.
+        rows = lut2.shape[0]
+        for kk in numba.prange(kt):
+            k = k0 + kk
+            for i in range(rows):
+                row = kk * rows + i
+                for c in range(nt):
+                    e = eb[k, n0 + c]
+                    lv = lut2[i, ib[k, n0 + c]]
+                    ve = (lv >> 23) + e - 127
+                    ve = min(max(ve, 1), 254)
+                    bits = sb[k, n0 + c] | (ve << 23) | (lv & 0x7FFFFF)
+                    v_out[row, c] = bits if e != 0 else sb[k, n0 + c]
+
+    return build_v
+
+
+def lut_bmm_cpu(
+    a: Tensor, b: Tensor, lut_bits: Tensor, mantissa_bits: int, rounding: int
+) -> Tensor:
+    """Batched approximate matmul on CPU: ``(B, R, K) × (B, K, N) → (B, R, N)``, float32.
+
+    Args:
+        a: float32 (B, R, K).
+        b: float32 (B, K, N).
+        lut_bits: int32 flat LUT bits (``2^(2M)``), row = operand A's index.
+        mantissa_bits: M.
+        rounding: 0 = truncate, 1 = nearest.
+    """
+    nb, r, k = a.shape
+    n = b.shape[-1]
+    out = torch.zeros(nb, r, n, dtype=torch.float32)
+    if r == 0 or n == 0 or k == 0:
+        return out
+    m = mantissa_bits
+    rows = 1 << m
+    k_tile, n_tile = plan_tiles(k, n, m)
+    n_kt = -(-k // k_tile)
+    le = lut_bits >> 23
+    le_lo, le_hi = int(le.min()) - 127, int(le.max()) - 127
+    lut2 = lut_bits.view(rows, rows)
+    decode = _numba_decode()
+    build_v = _numba_build_v()
+    lut2n = lut2.contiguous().numpy()
+    bb_all = b.contiguous().view(torch.int32)
+    eb_all, ib_all, zb_all, inf_b, nan_b = operand_index(bb_all, m, ROUNDINGS[rounding])
+    # Scratch for the decoded A, reused across the batch and across calls (fresh pages are
+    # expensive: first-touch page faults can cost more than the decode itself).
+    scratch = _scratch(2 * n_kt * r * k_tile)
+    idx = scratch[: n_kt * r * k_tile].view(n_kt, r, k_tile)
+    wbits = scratch[n_kt * r * k_tile :].view(n_kt, r, k_tile)
+    stats = torch.empty(r, 3, dtype=torch.int32)
+    if n_kt * k_tile != k:  # tail of the last tile: index 0 with weight +0 contributes 0
+        idx[-1].zero_()
+        wbits[-1].zero_()
+    for bi in range(nb):
+        ab = a[bi].contiguous().view(torch.int32)
+        decode(ab.numpy(), m, rounding, k_tile, idx.numpy(), wbits.numpy(), stats.numpy())
+        nz = stats[:, 0] <= stats[:, 1]
+        nzb = ~zb_all[bi]
+        if bool(stats[:, 2].any()) or bool((inf_b[bi] | nan_b[bi]).any()):
+            out[bi] = lut_bmm_ref(a[bi : bi + 1], b[bi : bi + 1], lut_bits, m, rounding)[0]
+            continue
+        if not bool(nz.any()) or not bool(nzb.any()):
+            continue  # an all-zero operand: every product is a signed zero
+        a_lo = int(stats[nz, 0].min()) - 127
+        a_hi = int(stats[nz, 1].max()) - 127
+        eb_nz = eb_all[bi][nzb]
+        v_lo = int(eb_nz.min()) - 127 + le_lo
+        v_hi = int(eb_nz.max()) - 127 + le_hi
+        # Every product and every V entry must be a normal float: otherwise use the reference.
+        if a_lo + v_lo < -126 or a_hi + v_hi > 127 or v_lo < -126 or v_hi > 127:
+            out[bi] = lut_bmm_ref(a[bi : bi + 1], b[bi : bi + 1], lut_bits, m, rounding)[0]
+            continue
+        w = wbits.view(torch.float32)
+        sb = (bb_all[bi] & SIGN_BIT).numpy()
+        ebz = torch.where(zb_all[bi], 0, eb_all[bi]).numpy()
+        ibn = ib_all[bi].numpy()
+        vbuf = torch.empty(k_tile * rows, n_tile, dtype=torch.int32)
+        for n0 in range(0, n, n_tile):
+            n1 = min(n, n0 + n_tile)
+            nt = n1 - n0
+            v = vbuf[:, :nt] if nt == n_tile else torch.zeros(k_tile * rows, nt, dtype=torch.int32)
+            acc = out[bi, :, n0:n1]
+            for t in range(n_kt):
+                k0 = t * k_tile
+                kt = min(k, k0 + k_tile) - k0
+                if kt < k_tile:
+                    v[kt * rows :].zero_()
+                build_v(lut2n, sb, ebz, ibn, k0, kt, n0, nt, v.numpy())
+                acc += F.embedding_bag(
+                    idx[t], v.view(torch.float32), mode="sum", per_sample_weights=w[t]
+                )
+    return out

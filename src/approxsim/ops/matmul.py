@@ -1,0 +1,323 @@
+"""Approximate matmul and elementwise product as ``torch.library`` custom ops, with autograd.
+
+Two layers of ops:
+
+* ``approxsim::lut_bmm(a, b, lut, mantissa_bits, rounding)`` — the kernel op: batched
+  ``(B, R, K) × (B, K, N)`` float32 with every product through the LUT. One kernel per device
+  (CPU: :mod:`._cpu`; CUDA: :mod:`._triton`), a fake (meta) kernel, no autograd.
+* ``approxsim::approx_bmm(a, b, lut_f, lut_gi, lut_gw, bits, rounding)`` — the differentiable
+  op. ``bits``/``rounding`` hold (forward, grad-input, grad-weight) settings; ``bits[i] == 0``
+  means exact float32 for that pass. Its backward runs approximate GEMMs with the operand
+  order of ApproxTrain: forward ``(a, b)``, input gradient ``(grad, bᵀ)``, weight gradient
+  ``(aᵀ, grad)`` — the first operand of each product is always the LUT's row operand.
+
+The public entry point is :func:`matmul`, which broadcasts like ``torch.matmul``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from approxsim.multipliers import Multiplier, MultiplierError, get_multiplier
+from approxsim.multipliers._float import ROUNDINGS
+from approxsim.ops.reference import lut_mul_ref
+
+__all__ = ["matmul", "mul", "PassMultipliers", "resolve_passes"]
+
+_EMPTY_LUT_NOTE = "bits == 0 means exact float32 (the LUT tensor is then an empty placeholder)"
+
+
+# ---------------------------------------------------------------------------- kernel op
+@torch.library.custom_op("approxsim::lut_bmm", mutates_args=())
+def lut_bmm(a: Tensor, b: Tensor, lut: Tensor, mantissa_bits: int, rounding: int) -> Tensor:
+    """Batched LUT matmul ``(B, R, K) × (B, K, N) → (B, R, N)`` (float32, no autograd)."""
+    raise NotImplementedError(f"approxsim::lut_bmm has no kernel for device {a.device}")
+
+
+@lut_bmm.register_fake
+def _(a: Tensor, b: Tensor, lut: Tensor, mantissa_bits: int, rounding: int) -> Tensor:
+    return a.new_empty((a.shape[0], a.shape[1], b.shape[2]))
+
+
+@lut_bmm.register_kernel("cpu")
+def _(a: Tensor, b: Tensor, lut: Tensor, mantissa_bits: int, rounding: int) -> Tensor:
+    from approxsim.ops._cpu import lut_bmm_cpu
+
+    return lut_bmm_cpu(a, b, lut, mantissa_bits, rounding)
+
+
+@lut_bmm.register_kernel("cuda")
+def _(a: Tensor, b: Tensor, lut: Tensor, mantissa_bits: int, rounding: int) -> Tensor:
+    from approxsim.ops._triton import triton_lut_bmm
+
+    return triton_lut_bmm(a.contiguous(), b.contiguous(), lut, mantissa_bits, rounding)
+
+
+@torch.library.custom_op("approxsim::lut_mul", mutates_args=())
+def lut_mul(a: Tensor, b: Tensor, lut: Tensor, mantissa_bits: int, rounding: int) -> Tensor:
+    """Elementwise LUT product of same-shape float32 tensors (no autograd)."""
+    return lut_mul_ref(a, b, lut, mantissa_bits, rounding)
+
+
+@lut_mul.register_fake
+def _(a: Tensor, b: Tensor, lut: Tensor, mantissa_bits: int, rounding: int) -> Tensor:
+    return torch.empty_like(a)
+
+
+@lut_mul.register_kernel("cuda")
+def _(a: Tensor, b: Tensor, lut: Tensor, mantissa_bits: int, rounding: int) -> Tensor:
+    from approxsim.ops._triton import triton_lut_mul
+
+    flat = triton_lut_mul(
+        a.contiguous().view(-1), b.contiguous().view(-1), lut, mantissa_bits, rounding
+    )
+    return flat.view(a.shape)
+
+
+# ---------------------------------------------------------------------------- autograd op
+def _bmm_pass(a: Tensor, b: Tensor, lut: Tensor, bits: int, rounding: int) -> Tensor:
+    if bits == 0:
+        return torch.bmm(a, b)
+    return lut_bmm(a.contiguous(), b.contiguous(), lut, bits, rounding)
+
+
+@torch.library.custom_op("approxsim::approx_bmm", mutates_args=())
+def approx_bmm(
+    a: Tensor,
+    b: Tensor,
+    lut_f: Tensor,
+    lut_gi: Tensor,
+    lut_gw: Tensor,
+    bits: Sequence[int],
+    rounding: Sequence[int],
+) -> Tensor:
+    """Differentiable batched approximate matmul (see the module docstring)."""
+    return _bmm_pass(a, b, lut_f, bits[0], rounding[0])
+
+
+@approx_bmm.register_fake
+def _(a, b, lut_f, lut_gi, lut_gw, bits, rounding):  # type: ignore[no-untyped-def]
+    return a.new_empty((a.shape[0], a.shape[1], b.shape[2]))
+
+
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    a, b, lut_f, lut_gi, lut_gw, bits, rounding = inputs
+    ctx.save_for_backward(a, b, lut_gi, lut_gw)
+    ctx.bits = tuple(bits)
+    ctx.rounding = tuple(rounding)
+
+
+def _backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+    a, b, lut_gi, lut_gw = ctx.saved_tensors
+    grad_a = grad_b = None
+    grad = grad.contiguous()
+    if ctx.needs_input_grad[0]:
+        # Input gradient: operand A = grad, operand B = bᵀ (ApproxTrain's (grad, w) order).
+        grad_a = _bmm_pass(grad, b.transpose(1, 2), lut_gi, ctx.bits[1], ctx.rounding[1])
+    if ctx.needs_input_grad[1]:
+        # Weight gradient: operand A = aᵀ, operand B = grad (ApproxTrain's (x, grad) order).
+        grad_b = _bmm_pass(a.transpose(1, 2), grad, lut_gw, ctx.bits[2], ctx.rounding[2])
+    return grad_a, grad_b, None, None, None, None, None
+
+
+approx_bmm.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------- public API
+class PassMultipliers:
+    """The multipliers of the three passes of an approximate matmul.
+
+    Args:
+        forward: Multiplier (or name) of the forward product.
+        grad_input: Multiplier of the input-gradient GEMM; default: ``forward``.
+            ``"fp32"`` makes that pass exact.
+        grad_weight: Multiplier of the weight-gradient GEMM; default: ``forward``.
+    """
+
+    __slots__ = ("forward", "grad_input", "grad_weight")
+
+    def __init__(
+        self,
+        forward: Multiplier | str,
+        grad_input: Multiplier | str | None = None,
+        grad_weight: Multiplier | str | None = None,
+    ) -> None:
+        self.forward = _as_multiplier(forward, "multiplier")
+        self.grad_input = (
+            self.forward if grad_input is None else _as_multiplier(grad_input, "grad_input")
+        )
+        self.grad_weight = (
+            self.forward if grad_weight is None else _as_multiplier(grad_weight, "grad_weight")
+        )
+
+    @property
+    def all_exact(self) -> bool:
+        """True when every pass is exact float32."""
+        return self.forward.is_exact and self.grad_input.is_exact and self.grad_weight.is_exact
+
+    def names(self) -> dict[str, str]:
+        """Names of the three passes' multipliers."""
+        return {
+            "forward": self.forward.name,
+            "grad_input": self.grad_input.name,
+            "grad_weight": self.grad_weight.name,
+        }
+
+    def __repr__(self) -> str:
+        n = self.names()
+        if n["forward"] == n["grad_input"] == n["grad_weight"]:
+            return n["forward"]
+        return (
+            f"forward={n['forward']}, grad_input={n['grad_input']}, grad_weight={n['grad_weight']}"
+        )
+
+
+def _as_multiplier(m: Any, what: str) -> Multiplier:
+    if isinstance(m, Multiplier):
+        return m
+    if isinstance(m, str):
+        return get_multiplier(m)
+    raise MultiplierError(
+        f"{what} must be an approxsim.Multiplier or a multiplier name, got {type(m).__name__}"
+    )
+
+
+def resolve_passes(
+    multiplier: Multiplier | str | PassMultipliers,
+    grad_input: Multiplier | str | None = None,
+    grad_weight: Multiplier | str | None = None,
+) -> PassMultipliers:
+    """Normalize the ways a user can name multipliers into a :class:`PassMultipliers`."""
+    if isinstance(multiplier, PassMultipliers):
+        if grad_input is not None or grad_weight is not None:
+            return PassMultipliers(
+                multiplier.forward,
+                grad_input if grad_input is not None else multiplier.grad_input,
+                grad_weight if grad_weight is not None else multiplier.grad_weight,
+            )
+        return multiplier
+    return PassMultipliers(multiplier, grad_input, grad_weight)
+
+
+def _lut_args(m: Multiplier, device: torch.device) -> tuple[Tensor, int, int]:
+    if m.is_exact:
+        return torch.empty(0, dtype=torch.int32, device=device), 0, 0
+    return m.lut_bits(device), m.mantissa_bits, ROUNDINGS.index(m.rounding)
+
+
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _check_operand(x: Any, what: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"approxsim.matmul: {what} must be a Tensor, got {type(x).__name__}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"approxsim.matmul: {what} has dtype {x.dtype}; approximate products need float32 "
+            "(float16, bfloat16 and float64 are converted to float32)"
+        )
+    return x
+
+
+def matmul(
+    a: Tensor,
+    b: Tensor,
+    multiplier: Multiplier | str | PassMultipliers,
+    *,
+    grad_input: Multiplier | str | None = None,
+    grad_weight: Multiplier | str | None = None,
+) -> Tensor:
+    """Matrix product with every scalar product through a simulated multiplier.
+
+    Broadcasts like :func:`torch.matmul`: ``(…, R, K) × (…, K, N) → (…, R, N)``, 1-D operands
+    included. Each product is bit-identical to ``multiplier(a[r, k], b[k, n])``; sums are
+    float32. float16/bfloat16/float64 operands are converted to float32 for the arithmetic and
+    the result is returned in the operands' promoted dtype. The exact multiplier ``fp32`` runs
+    native ``torch.matmul``; every other multiplier is simulated, whatever the shape or device.
+
+    Autograd: the gradients are approximate GEMMs too (ApproxTrain's order): the input
+    gradient multiplies ``(grad, bᵀ)`` with ``grad_input`` and the weight gradient
+    ``(aᵀ, grad)`` with ``grad_weight``; both default to ``multiplier``; ``"fp32"`` makes a
+    pass exact.
+
+    Args:
+        a: Operand A (the LUT's row operand), ``(…, R, K)`` or ``(K,)``.
+        b: Operand B, ``(…, K, N)`` or ``(K,)``.
+        multiplier: A :class:`~approxsim.Multiplier`, a multiplier name, or a
+            :class:`PassMultipliers`.
+        grad_input: Multiplier of the input-gradient pass.
+        grad_weight: Multiplier of the weight-gradient pass.
+
+    Returns:
+        The product, shaped like ``torch.matmul(a, b)``.
+
+    Raises:
+        TypeError: non-tensor or non-floating operands.
+        RuntimeError: shapes that cannot be multiplied, or operands on different devices.
+        MultiplierError: a bad multiplier argument.
+    """
+    passes = resolve_passes(multiplier, grad_input, grad_weight)
+    a = _check_operand(a, "a")
+    b = _check_operand(b, "b")
+    if a.device != b.device:
+        raise RuntimeError(
+            f"approxsim.matmul: operands are on different devices ({a.device} and {b.device})"
+        )
+    if a.dim() == 0 or b.dim() == 0:
+        raise RuntimeError("approxsim.matmul: both arguments need at least 1 dimension")
+    out_dtype = torch.promote_types(a.dtype, b.dtype)
+    if passes.all_exact:
+        return torch.matmul(a, b)
+    squeeze_r = a.dim() == 1
+    squeeze_n = b.dim() == 1
+    a2 = a.unsqueeze(0) if squeeze_r else a
+    b2 = b.unsqueeze(-1) if squeeze_n else b
+    if a2.shape[-1] != b2.shape[-2]:
+        raise RuntimeError(
+            f"approxsim.matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be "
+            f"multiplied ({a2.shape[-2]}x{a2.shape[-1]} and {b2.shape[-2]}x{b2.shape[-1]})"
+        )
+    a2 = a2.float()
+    b2 = b2.float()
+    r, k, n = a2.shape[-2], a2.shape[-1], b2.shape[-1]
+    if b2.dim() == 2:
+        # A shared right operand (a Linear weight): fold A's batch dims into its rows.
+        batch = a2.shape[:-2]
+        out = _bmm(a2.reshape(1, -1, k), b2.unsqueeze(0), passes).reshape(*batch, r, n)
+    else:
+        batch = torch.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+        ae = a2.expand(*batch, r, k).reshape(-1, r, k)
+        be = b2.expand(*batch, k, n).reshape(-1, k, n)
+        out = _bmm(ae, be, passes).reshape(*batch, r, n)
+    if squeeze_r:
+        out = out.squeeze(-2)
+    if squeeze_n:
+        out = out.squeeze(-1)
+    return out.to(out_dtype)
+
+
+def _bmm(a: Tensor, b: Tensor, passes: PassMultipliers) -> Tensor:
+    dev = a.device
+    lf, bf, rf = _lut_args(passes.forward, dev)
+    lgi, bgi, rgi = _lut_args(passes.grad_input, dev)
+    lgw, bgw, rgw = _lut_args(passes.grad_weight, dev)
+    return approx_bmm(a, b, lf, lgi, lgw, [bf, bgi, bgw], [rf, rgi, rgw])
+
+
+def mul(a: Tensor, b: Tensor, multiplier: Multiplier | str) -> Tensor:
+    """Elementwise simulated product (broadcasting), float32; not differentiable.
+
+    ``multiplier(a, b)`` does the same; this form runs the device kernel (Triton on CUDA).
+    """
+    m = _as_multiplier(multiplier, "multiplier")
+    a = _check_operand(a, "a").float()
+    b = _check_operand(b, "b").float()
+    if m.is_exact:
+        return a * b
+    a, b = torch.broadcast_tensors(a, b)
+    lut, bits, rnd = _lut_args(m, a.device)
+    return lut_mul(a.contiguous(), b.contiguous(), lut, bits, rnd)
