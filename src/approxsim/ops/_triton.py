@@ -24,12 +24,13 @@ test suite checks them on machines without a GPU.
 Tuning notes (for a real GPU, not done yet): block sizes and ``num_warps`` are untimed
 defaults. The 3-D ``(BLOCK_M, BLOCK_K, BLOCK_N)`` product tile dominates register use: compiled
 offline for sm_90 (no GPU at hand), 32×8×32 with 8 warps uses 180 registers and no spills,
-while 32×8×32 with 4 warps, 64×8×64 with 8 warps and 32×16×32 with 8 warps spill. Larger tiles therefore want more warps or a
-leaner product step (e.g. folding the zero/inf/NaN masks into out-of-range exponent codes so
-the 3-D part is one add and two compares). For M ≤ 7 the LUT (≤ 64 KiB) could be
-staged in shared memory per program instead of gathered through L1/L2; for M ≥ 9 it cannot
-and the gather stays global. An autotune over (BLOCK_M, BLOCK_N, BLOCK_K, num_warps) keyed on
-(R, N, K, M) is the natural next step, as is the DESIGN §4 row-gather reformulation.
+while 32×8×32 with 4 warps, 64×8×64 with 8 warps and 32×16×32 with 8 warps spill. Larger tiles
+therefore want more warps or a leaner product step (e.g. folding the zero/inf/NaN masks into
+out-of-range exponent codes so the 3-D part is one add and two compares). For M ≤ 7 the LUT
+(≤ 64 KiB) could be staged in shared memory per program instead of gathered through L1/L2; for
+M ≥ 9 it cannot and the gather stays global. An autotune over (BLOCK_M, BLOCK_N, BLOCK_K,
+num_warps) keyed on (R, N, K, M) is the natural next step, as is the DESIGN §4 row-gather
+reformulation.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def _decode_operand(
     exp_field = mag >> 23  # mag >= 0, so the arithmetic shift is a logical one
     special = exp_field == 255
     frac_zero = (mag & _FRAC_MASK) == 0
-    is_nan = special & (frac_zero == 0)
+    is_nan = special & ~frac_zero
     is_inf = special & frac_zero
     is_zero = exp_field == 0  # zeros and subnormals are flushed
     if ROUND_NEAREST and SHIFT > 0:
@@ -96,7 +97,7 @@ def _decode_operand(
         mag = tl.where(special, mag, rounded)
         exp_field = mag >> 23
         # A finite operand carried to exponent 255 is infinite.
-        is_inf = is_inf | ((exp_field == 255) & (special == 0))
+        is_inf = is_inf | ((exp_field == 255) & ~special)
     index = (mag & _FRAC_MASK) >> SHIFT
     return sign, exp_field, index, is_zero, is_inf, is_nan
 

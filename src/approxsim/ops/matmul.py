@@ -287,11 +287,13 @@ def matmul(
     if b2.dim() == 2:
         # A shared right operand (a Linear weight): fold A's batch dims into its rows.
         batch = a2.shape[:-2]
-        out = _bmm(a2.reshape(1, -1, k), b2.unsqueeze(0), passes).reshape(*batch, r, n)
+        rows = a2.shape[:-1].numel()
+        out = _bmm(a2.reshape(1, rows, k), b2.unsqueeze(0), passes).reshape(*batch, r, n)
     else:
         batch = torch.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
-        ae = a2.expand(*batch, r, k).reshape(-1, r, k)
-        be = b2.expand(*batch, k, n).reshape(-1, k, n)
+        nb = batch.numel()
+        ae = a2.expand(*batch, r, k).reshape(nb, r, k)
+        be = b2.expand(*batch, k, n).reshape(nb, k, n)
         out = _bmm(ae, be, passes).reshape(*batch, r, n)
     if squeeze_r:
         out = out.squeeze(-2)
