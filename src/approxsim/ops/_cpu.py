@@ -7,10 +7,11 @@ table per tile of B's columns (DESIGN §4):
     C[r, n]    = Σ_k  (sa[r, k] · 2^(ea[r, k] + s)) · V[k, ia[r, k], n]
 
 Every factor is a power of two times a LUT value, assembled from bits, so each product is the
-exact LUT product as long as no intermediate leaves the normal float32 range. ``s`` is a shift
-kept at 0 (so the weights are plain ``sa · 2^ea``). The second line is exactly ``F.embedding_bag(mode="sum",
-per_sample_weights=...)`` over bags ``k·2^M + ia[r, k]``: a row gather and a contiguous
-multiply-add, no per-product LUT lookup.
+exact LUT product as long as no intermediate leaves the normal float32 range (the shift ``s``
+is kept at 0, so the weights are plain ``sa · 2^ea``). The second line is exactly
+``F.embedding_bag(mode="sum", per_sample_weights=...)`` over bags ``k·2^M + ia[r, k]``: a row
+gather and a contiguous multiply-add, no per-product LUT lookup. Operand A is decoded and V is
+built by small Numba kernels (compiled on first use, cached on disk).
 
 When the exponents of a call could push a product (or V) out of the normal range, or an operand
 is inf/NaN, the exact chunked reference runs instead — correct, slower, and rare in practice
