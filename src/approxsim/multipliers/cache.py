@@ -77,10 +77,13 @@ def entry_lock(section: str, key: str) -> Iterator[None]:
         os.close(fd)
 
 
-def read_entry(section: str, key: str) -> CacheEntry | None:
+def read_entry(section: str, key: str, *, repair: bool = False) -> CacheEntry | None:
     """Return the entry if it exists and every file matches its manifest, else ``None``.
 
-    A damaged entry (missing or altered files, unreadable manifest) is removed.
+    With ``repair=True`` (call it only while holding :func:`entry_lock`) a damaged entry
+    (missing or altered files, unreadable manifest) is reported and removed; without it a
+    damaged entry is just treated as absent, so a lock-free reader never deletes an entry that
+    a builder is replacing.
     """
     path = cache_dir() / section / key
     if not path.exists():
@@ -94,6 +97,8 @@ def read_entry(section: str, key: str) -> CacheEntry | None:
         if manifest.get("key") != key:
             raise ValueError("manifest key mismatch")
     except (OSError, ValueError, KeyError, TypeError) as exc:
+        if not repair:
+            return None
         import warnings
 
         warnings.warn(
@@ -146,7 +151,7 @@ def publish_entry(section: str, key: str, build_dir: Path, meta: dict[str, Any])
     except OSError:
         # Someone else published first (rename onto a non-empty directory fails): use theirs.
         shutil.rmtree(build_dir, ignore_errors=True)
-        entry = read_entry(section, key)
+        entry = read_entry(section, key, repair=True)
         if entry is None:
             raise
         return entry

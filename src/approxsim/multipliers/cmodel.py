@@ -54,9 +54,18 @@ __all__ = [
 #: Bump when the harness or build flags change: it is part of every cache key.
 HARNESS_VERSION = 1
 CACHE_SECTION = "c-models"
-_CXX_SUFFIXES = {".cc", ".cpp", ".cxx", ".c++", ".inl", ".hpp", ".hh", ".hxx"}
+_CXX_SUFFIXES = {".cc", ".cpp", ".cxx", ".c++", ".inl", ".hpp", ".hh", ".hxx", ".cu", ".cuh"}
 _C_SUFFIXES = {".c", ".h"}
-_BASE_FLAGS = ["-O2", "-fPIC", "-shared", "-fno-strict-aliasing", "-ffp-contract=off"]
+# -Wl,-z,defs turns a declared-but-undefined function into a link error instead of a library
+# that fails to load.
+_BASE_FLAGS = [
+    "-O2",
+    "-fPIC",
+    "-shared",
+    "-fno-strict-aliasing",
+    "-ffp-contract=off",
+    "-Wl,-z,defs",
+]
 _MARK = "APPROXSIM_FUNCTION_REFERENCE"
 
 
@@ -87,15 +96,14 @@ def _read_source(source: str | Path) -> tuple[str, Path | None]:
         raise MultiplierError(
             f"source must be a path or the C/C++ code as a string, got {type(source).__name__}"
         )
+    if "\n" not in source and Path(source).is_file():
+        return Path(source).read_text(), Path(source)
     looks_like_code = "\n" in source or "(" in source or ";" in source
     if not looks_like_code:
-        p = Path(source)
-        if not p.is_file():
-            raise FileNotFoundError(
-                f"C/C++ model source not found: {source} (pass a path to an existing file, "
-                "or the source text itself)"
-            )
-        return p.read_text(), p
+        raise FileNotFoundError(
+            f"C/C++ model source not found: {source} (pass a path to an existing file, "
+            "or the source text itself)"
+        )
     return source, None
 
 
@@ -193,9 +201,15 @@ def _classify_failure(
     ref = re.compile(rf"harness\.(c|cc):{ref_line}:")
     ref_errors = [ln for ln in stderr.splitlines() if ref.search(ln) and "error" in ln]
     cmd_text = " ".join(cmd)
+    undefined = re.search(rf"undefined reference to [`'\"]?{re.escape(function)}\b", stderr)
+    if undefined:
+        return FunctionNotFoundError(
+            f"function {function!r} is declared in {source_label} but never defined; "
+            f"give it a body (`float {function}(float a, float b) {{ ... }}`)"
+        )
     if ref_errors:
         text = " ".join(ref_errors)
-        if "undeclared" in text or "not declared" in text:
+        if any(p in text for p in _NOT_FOUND_PATTERNS):
             return FunctionNotFoundError(
                 f"function {function!r} was not found in {source_label}: define "
                 f"`float {function}(float a, float b)` there (compiler said: "
@@ -211,13 +225,28 @@ def _classify_failure(
     )
 
 
+_NOT_FOUND_PATTERNS = (
+    "undeclared",
+    "not declared",
+    "is not a member of",
+    "has not been declared",
+    "no member named",
+    "use of undeclared identifier",
+)
+
+
 class CModel:
     """A compiled functional model loaded from a shared library (callable on numpy arrays)."""
 
     def __init__(self, library: Path, function: str) -> None:
         self.library = library
         self.function = function
-        self._lib = ctypes.CDLL(str(library))
+        try:
+            self._lib = ctypes.CDLL(str(library))
+        except OSError as exc:
+            raise CompilerError(
+                f"the compiled model for {function!r} could not be loaded: {exc}"
+            ) from None
         fn = self._lib.approxsim_eval
         fn.restype = None
         fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
@@ -260,7 +289,8 @@ def compile_model(
     harness, ref_line = _harness(model_file, function, language)
     (out_dir / f"harness.{suffix}").write_text(harness)
     std = ["-std=gnu++17"] if language == "c++" else ["-std=gnu11"]
-    werror = [] if language == "c++" else ["-Werror=incompatible-pointer-types"]
+    # gnu89 inline semantics make a C `inline` (e.g. CUDA's __forceinline__) emit a definition.
+    werror = [] if language == "c++" else ["-Werror=incompatible-pointer-types", "-fgnu89-inline"]
     inc = [f"-I{include_dir}"] if include_dir is not None else []
     cmd = [
         exe,
@@ -409,7 +439,7 @@ def from_c(
     entry = cache.read_entry(CACHE_SECTION, key)
     if entry is None:
         with cache.entry_lock(CACHE_SECTION, key):
-            entry = cache.read_entry(CACHE_SECTION, key)  # built while we waited?
+            entry = cache.read_entry(CACHE_SECTION, key, repair=True)  # built meanwhile?
             if entry is None:
                 entry = job.publish(key)
     lut = np.load(entry.path / "lut.npy", allow_pickle=False)

@@ -166,6 +166,9 @@ class Multiplier:
             raise AttributeError(f"Multiplier is immutable; cannot set {key!r}")
         object.__setattr__(self, key, value)
 
+    def __delattr__(self, key: str) -> None:
+        raise AttributeError(f"Multiplier is immutable; cannot delete {key!r}")
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _rebuild,

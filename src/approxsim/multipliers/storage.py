@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -77,17 +76,20 @@ def load_multiplier(path: str | Path) -> Multiplier:
         with np.load(p, allow_pickle=False) as data:
             lut = np.array(data["lut"])
             meta = json.loads(str(data["meta"]))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+    except Exception as exc:  # zip, npy and JSON layers each raise their own types
         raise MultiplierError(f"{p} is not a readable approxsim multiplier file: {exc}") from None
-    if meta.get("format") != "approxsim-multiplier":
+    if not isinstance(meta, dict) or meta.get("format") != "approxsim-multiplier":
         raise MultiplierError(f"{p} is not an approxsim multiplier file")
-    mult = Multiplier(
-        meta["name"],
-        meta["mantissa_bits"],
-        lut,
-        rounding=meta["rounding"],
-        provenance=meta["provenance"],
-    )
+    try:
+        mult = Multiplier(
+            meta["name"],
+            meta["mantissa_bits"],
+            lut,
+            rounding=meta["rounding"],
+            provenance=meta["provenance"],
+        )
+    except KeyError as exc:
+        raise MultiplierError(f"{p} is damaged: its metadata lacks {exc}") from None
     if mult.fingerprint != meta.get("fingerprint"):
         raise MultiplierError(f"{p} is damaged: its LUT does not match its recorded fingerprint")
     return mult
