@@ -21,6 +21,8 @@ is inf/NaN, the exact chunked reference runs instead — correct, slower, and ra
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -64,23 +66,48 @@ def _scratch(numel: int) -> Tensor:
     return buf[:numel]
 
 
+_POOL: list[Any] = []
+
+
+def _parallel(fn: Callable[..., None], n: int, *args: Any) -> None:
+    """Run ``fn(*args, lo, hi)`` over ``[0, n)`` split across torch's thread count.
+
+    The Numba kernels release the GIL and run on plain Python threads rather than Numba's own
+    OpenMP pool: two OpenMP runtimes (Numba's and PyTorch's) spinning on two cores cost tens of
+    milliseconds per hand-over.
+    """
+    workers = max(1, min(torch.get_num_threads(), n // 256 or 1))
+    if workers == 1:
+        fn(*args, 0, n)
+        return
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL.append(ThreadPoolExecutor(max_workers=max(2, torch.get_num_threads())))
+    pool = _POOL[0]
+    step = -(-n // workers)
+    futures = [pool.submit(fn, *args, lo, min(n, lo + step)) for lo in range(0, n, step)]
+    for f in futures:
+        f.result()
+
+
 @functools.cache
 def _numba_decode():  # -> numba dispatcher, compiled on first use (cached on disk)
     """Compile (once) the fused decoder of operand A."""
     import numba
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
-    def decode(abits, m, nearest, k_tile, idx_out, w_out, stats):  # pragma: no cover - numba
+    @numba.njit(cache=True, nogil=True)
+    def decode(abits, m, nearest, k_tile, idx_out, w_out, stats, r_lo, r_hi):  # pragma: no cover
         # abits: int32 (R, K) float bits of A; m: mantissa bits; nearest: 1 rounds to nearest.
         # idx_out: int32 (T, R, k_tile), T = ceil(K / k_tile): (k mod k_tile)·2^M + ia.
         # w_out: int32 (T, R, k_tile): bits of sa·2^(ea-127), or a signed zero.
         # stats: int32 (R, 3): min and max exponent field of nonzero operands, special flag.
-        n_rows, n_k = abits.shape
+        n_k = abits.shape[1]
         shift = 23 - m
         rows = 1 << m
         half = (1 << (shift - 1)) - 1 if shift > 0 else 0
         n_tiles = idx_out.shape[0]
-        for r in numba.prange(n_rows):
+        for r in range(r_lo, r_hi):
             lo = 255
             hi = 0
             special = 0
@@ -113,13 +140,13 @@ def _numba_build_v():  # -> numba dispatcher
     """Compile (once) the builder of one V tile."""
     import numba
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
-    def build_v(lut2, sb, eb, ib, k0, kt, n0, nt, v_out):  # pragma: no cover - numba
+    @numba.njit(cache=True, nogil=True)
+    def build_v(lut2, sb, eb, ib, k0, n0, nt, v_out, kk_lo, kk_hi):  # pragma: no cover
         # lut2: int32 (2^M, 2^M) LUT bits. sb/eb/ib: int32 (K, N) sign bit, exponent field
         # (0 for zero/subnormal operands) and index of operand B. v_out: int32
         # (k_tile·2^M, nt): row kk·2^M + i holds sb·2^(eb-127)·LUT[i, ib] for k = k0 + kk.
         rows = lut2.shape[0]
-        for kk in numba.prange(kt):
+        for kk in range(kk_lo, kk_hi):
             k = k0 + kk
             for i in range(rows):
                 row = kk * rows + i
@@ -174,7 +201,9 @@ def lut_bmm_cpu(
         wbits[-1].zero_()
     for bi in range(nb):
         ab = a[bi].contiguous().view(torch.int32)
-        decode(ab.numpy(), m, rounding, k_tile, idx.numpy(), wbits.numpy(), stats.numpy())
+        _parallel(
+            decode, r, ab.numpy(), m, rounding, k_tile, idx.numpy(), wbits.numpy(), stats.numpy()
+        )
         nz = stats[:, 0] <= stats[:, 1]
         nzb = ~zb_all[bi]
         if bool(stats[:, 2].any()) or bool((inf_b[bi] | nan_b[bi]).any()):
@@ -206,7 +235,7 @@ def lut_bmm_cpu(
                 kt = min(k, k0 + k_tile) - k0
                 if kt < k_tile:
                     v[kt * rows :].zero_()
-                build_v(lut2n, sb, ebz, ibn, k0, kt, n0, nt, v.numpy())
+                _parallel(build_v, kt, lut2n, sb, ebz, ibn, k0, n0, nt, v.numpy())
                 acc += F.embedding_bag(
                     idx[t], v.view(torch.float32), mode="sum", per_sample_weights=w[t]
                 )
