@@ -3,6 +3,14 @@
 Importing approxsim compiles nothing; C models are compiled (and cached) when built.
 """
 
+from approxsim import nn
+from approxsim.convert import (
+    ConversionReport,
+    UnsupportedModuleWarning,
+    conversion_report,
+    convert_model,
+    restore_model,
+)
 from approxsim.multipliers import (
     MAX_MANTISSA_BITS,
     MIN_MANTISSA_BITS,
@@ -16,6 +24,13 @@ from approxsim.multipliers import (
     get_multiplier,
     list_multipliers,
     register_multiplier,
+)
+from approxsim.nn import (
+    ApproxConv1d,
+    ApproxConv2d,
+    ApproxLinear,
+    ApproxModule,
+    ApproxMultiheadAttention,
 )
 from approxsim.ops import PassMultipliers, matmul, mul
 
@@ -38,4 +53,15 @@ __all__ = [
     "matmul",
     "mul",
     "PassMultipliers",
+    "nn",
+    "ApproxModule",
+    "ApproxLinear",
+    "ApproxConv1d",
+    "ApproxConv2d",
+    "ApproxMultiheadAttention",
+    "convert_model",
+    "restore_model",
+    "conversion_report",
+    "ConversionReport",
+    "UnsupportedModuleWarning",
 ]

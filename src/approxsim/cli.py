@@ -4,6 +4,7 @@ Subcommands:
     ``approxsim multipliers list [PATTERN]``
     ``approxsim multipliers show NAME | --c FILE --function F --mantissa-bits M |
     --approxtrain-lut FILE [--plot FILE.png] [--json]``
+    ``approxsim bench ops [--multiplier NAME] [--problems ...] [--json FILE]``
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--plot", metavar="FILE.png", help="write a relative-error heat map")
     show.add_argument("--json", action="store_true", help="print JSON instead of a table")
     show.add_argument("--save", metavar="FILE.npz", help="save the multiplier for later runs")
+
+    from approxsim.experiments.bench import add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 
@@ -218,9 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``approxsim`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from approxsim.experiments.bench import run_bench_cli
     from approxsim.multipliers import MultiplierError
 
-    handlers = {("multipliers", "list"): _cmd_list, ("multipliers", "show"): _cmd_show}
+    handlers = {
+        ("multipliers", "list"): _cmd_list,
+        ("multipliers", "show"): _cmd_show,
+        ("bench", "ops"): run_bench_cli,
+    }
     try:
         return handlers[(args.command, args.action)](args)
     except (CLIError, MultiplierError, FileNotFoundError) as exc:

@@ -166,6 +166,12 @@ class Multiplier:
             raise AttributeError(f"Multiplier is immutable; cannot set {key!r}")
         object.__setattr__(self, key, value)
 
+    def __copy__(self) -> Multiplier:
+        return self  # immutable: copies may share it
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Multiplier:
+        return self
+
     def __delattr__(self, key: str) -> None:
         raise AttributeError(f"Multiplier is immutable; cannot delete {key!r}")
 

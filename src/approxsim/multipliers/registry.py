@@ -108,8 +108,7 @@ def get_multiplier(name: str) -> Multiplier:
         return name
     if not isinstance(name, str):
         raise MultiplierError(f"a multiplier name must be a string, got {type(name).__name__}")
-    with _LOCK:
-        cached = _CACHE.get(name)
+    cached = _CACHE.get(name)  # dict reads are atomic; no lock, so torch.compile can trace it
     if cached is not None:
         return cached
     mult = _build(name)

@@ -154,6 +154,17 @@ class PassMultipliers:
             self.forward if grad_weight is None else _as_multiplier(grad_weight, "grad_weight")
         )
 
+    def __copy__(self) -> PassMultipliers:
+        return self  # holds immutable multipliers only
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PassMultipliers:
+        return self
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if hasattr(self, key):
+            raise AttributeError("PassMultipliers is immutable; build a new one")
+        object.__setattr__(self, key, value)
+
     @property
     def all_exact(self) -> bool:
         """True when every pass is exact float32."""
