@@ -24,8 +24,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from approxsim.multipliers._float import ROUNDINGS, SIGN_BIT, operand_index
@@ -67,6 +67,40 @@ def _scratch(numel: int) -> Tensor:
 
 
 _POOL: list[Any] = []
+_VBUFS: dict[tuple[int, int], Tensor] = {}
+
+
+def _vbuf(worker: int, k_tile: int, rows: int, n_tile: int) -> Any:
+    """Worker ``worker``'s private V buffer (int32, reused across calls)."""
+    import threading
+
+    key = (threading.get_ident(), worker)
+    numel = k_tile * rows * n_tile
+    buf = _VBUFS.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = torch.empty(numel, dtype=torch.int32)
+        _VBUFS[key] = buf
+    return buf[:numel].view(k_tile * rows, n_tile).numpy()
+
+
+def _run(fn: Callable[..., None], jobs: list[tuple[Any, ...]]) -> None:
+    """Run ``fn(*job)`` for each job, in parallel on the worker threads."""
+    if len(jobs) == 1:
+        fn(*jobs[0])
+        return
+    pool = _pool()
+    futures = [pool.submit(fn, *job) for job in jobs[1:]]
+    fn(*jobs[0])
+    for f in futures:
+        f.result()
+
+
+def _pool() -> Any:
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL.append(ThreadPoolExecutor(max_workers=max(2, torch.get_num_threads())))
+    return _POOL[0]
 
 
 def _parallel(fn: Callable[..., None], n: int, *args: Any) -> None:
@@ -80,11 +114,7 @@ def _parallel(fn: Callable[..., None], n: int, *args: Any) -> None:
     if workers == 1:
         fn(*args, 0, n)
         return
-    if not _POOL:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL.append(ThreadPoolExecutor(max_workers=max(2, torch.get_num_threads())))
-    pool = _POOL[0]
+    pool = _pool()
     step = -(-n // workers)
     futures = [pool.submit(fn, *args, lo, min(n, lo + step)) for lo in range(0, n, step)]
     for f in futures:
@@ -136,29 +166,56 @@ def _numba_decode():  # -> numba dispatcher, compiled on first use (cached on di
 
 
 @functools.cache
-def _numba_build_v():  # -> numba dispatcher
-    """Compile (once) the builder of one V tile."""
+def _numba_tiles():  # -> numba dispatcher
+    """Compile (once) the worker that builds V tiles and runs the row gathers over them."""
     import numba
 
     @numba.njit(cache=True, nogil=True)
-    def build_v(lut2, sb, eb, ib, k0, n0, nt, v_out, kk_lo, kk_hi):  # pragma: no cover
-        # lut2: int32 (2^M, 2^M) LUT bits. sb/eb/ib: int32 (K, N) sign bit, exponent field
-        # (0 for zero/subnormal operands) and index of operand B. v_out: int32
-        # (k_tile·2^M, nt): row kk·2^M + i holds sb·2^(eb-127)·LUT[i, ib] for k = k0 + kk.
+    def tiles(idx, w, lut2, sb, eb, ib, out, k_tile, n_tile, t_lo, t_hi, r_lo, r_hi, vbits):
+        # pragma: no cover - numba
+        # idx: int32 (T, R, k_tile) rows of V; w: float32 (T, R, k_tile) weights sa·2^(ea-127)
+        # (0 for zero operands and padding). lut2: int32 (2^M, 2^M) LUT bits. sb/eb/ib: int32
+        # (K, N) sign bit, exponent field (0 for zero operands) and index of operand B.
+        # out: float32 (R, N), accumulated in place. Column tiles t_lo..t_hi, rows r_lo..r_hi.
+        # vbits: int32 (k_tile·2^M, n_tile) private V buffer of this worker.
         rows = lut2.shape[0]
-        for kk in range(kk_lo, kk_hi):
-            k = k0 + kk
-            for i in range(rows):
-                row = kk * rows + i
-                for c in range(nt):
-                    e = eb[k, n0 + c]
-                    lv = lut2[i, ib[k, n0 + c]]
-                    ve = (lv >> 23) + e - 127
-                    ve = min(max(ve, 1), 254)
-                    bits = sb[k, n0 + c] | (ve << 23) | (lv & 0x7FFFFF)
-                    v_out[row, c] = bits if e != 0 else sb[k, n0 + c]
+        n_k, n_n = eb.shape
+        n_kt = idx.shape[0]
+        v = vbits.view(np.float32)
+        acc = np.empty(n_tile, dtype=np.float32)
+        for nti in range(t_lo, t_hi):
+            n0 = nti * n_tile
+            nt = min(n_tile, n_n - n0)
+            for t in range(n_kt):
+                k0 = t * k_tile
+                kt = min(k_tile, n_k - k0)
+                # V[kk·2^M + i, c] = sb·2^(eb-127)·LUT[i, ib] for k = k0 + kk, n = n0 + c.
+                for kk in range(kt):
+                    k = k0 + kk
+                    for i in range(rows):
+                        row = kk * rows + i
+                        for c in range(nt):
+                            e = eb[k, n0 + c]
+                            lv = lut2[i, ib[k, n0 + c]]
+                            ve = min(max((lv >> 23) + e - 127, 1), 254)
+                            bits = sb[k, n0 + c] | (ve << 23) | (lv & 0x7FFFFF)
+                            vbits[row, c] = bits if e != 0 else sb[k, n0 + c]
+                # C[r, n0:n0+nt] += Σ_kk w[r, kk] · V[idx[r, kk], :]. Zero weights are
+                # skipped (ReLU outputs are often half zeros); V is finite, so 0·V adds 0.
+                for r in range(r_lo, r_hi):
+                    for c in range(nt):
+                        acc[c] = 0.0
+                    for kk in range(kt):
+                        wv = w[t, r, kk]
+                        if wv == 0.0:
+                            continue
+                        base = idx[t, r, kk]
+                        for c in range(nt):
+                            acc[c] += wv * v[base, c]
+                    for c in range(nt):
+                        out[r, n0 + c] += acc[c]
 
-    return build_v
+    return tiles
 
 
 def lut_bmm_cpu(
@@ -186,7 +243,7 @@ def lut_bmm_cpu(
     le_lo, le_hi = int(le.min()) - 127, int(le.max()) - 127
     lut2 = lut_bits.view(rows, rows)
     decode = _numba_decode()
-    build_v = _numba_build_v()
+    tiles = _numba_tiles()
     lut2n = lut2.contiguous().numpy()
     bb_all = b.contiguous().view(torch.int32)
     eb_all, ib_all, zb_all, inf_b, nan_b = operand_index(bb_all, m, ROUNDINGS[rounding])
@@ -221,22 +278,26 @@ def lut_bmm_cpu(
             out[bi] = lut_bmm_ref(a[bi : bi + 1], b[bi : bi + 1], lut_bits, m, rounding)[0]
             continue
         w = wbits.view(torch.float32)
+        outn = out[bi].numpy()
         sb = (bb_all[bi] & SIGN_BIT).numpy()
         ebz = torch.where(zb_all[bi], 0, eb_all[bi]).numpy()
         ibn = ib_all[bi].numpy()
-        vbuf = torch.empty(k_tile * rows, n_tile, dtype=torch.int32)
-        for n0 in range(0, n, n_tile):
-            n1 = min(n, n0 + n_tile)
-            nt = n1 - n0
-            v = vbuf[:, :nt] if nt == n_tile else torch.zeros(k_tile * rows, nt, dtype=torch.int32)
-            acc = out[bi, :, n0:n1]
-            for t in range(n_kt):
-                k0 = t * k_tile
-                kt = min(k, k0 + k_tile) - k0
-                if kt < k_tile:
-                    v[kt * rows :].zero_()
-                _parallel(build_v, kt, lut2n, sb, ebz, ibn, k0, n0, nt, v.numpy())
-                acc += F.embedding_bag(
-                    idx[t], v.view(torch.float32), mode="sum", per_sample_weights=w[t]
-                )
+        n_nt = -(-n // n_tile)
+        workers = max(1, torch.get_num_threads())
+        args = (idx.numpy(), w.numpy(), lut2n, sb, ebz, ibn, outn, k_tile, n_tile)
+        if n_nt >= workers or workers == 1 or r < 2 * workers:
+            # Split the column tiles: each worker owns its output columns and its V buffers.
+            per = -(-n_nt // workers)
+            jobs = [
+                (*args, lo, min(n_nt, lo + per), 0, r, _vbuf(j, k_tile, rows, n_tile))
+                for j, lo in enumerate(range(0, n_nt, per))
+            ]
+        else:
+            # Few column tiles, many rows: split the rows; each worker builds its own V.
+            step = -(-r // workers)
+            jobs = [
+                (*args, 0, n_nt, lo, min(r, lo + step), _vbuf(j, k_tile, rows, n_tile))
+                for j, lo in enumerate(range(0, r, step))
+            ]
+        _run(tiles, jobs)
     return out
