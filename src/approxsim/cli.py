@@ -4,6 +4,9 @@ Subcommands:
     ``approxsim multipliers list [PATTERN]``
     ``approxsim multipliers show NAME | --c FILE --function F --mantissa-bits M |
     --approxtrain-lut FILE [--plot FILE.png] [--json]``
+    ``approxsim train --model lenet5 --dataset fashion-mnist --multiplier mitchell7 --out DIR``
+    ``approxsim eval --checkpoint FILE --multiplier NAME``
+    ``approxsim compare RUN_DIR... [--plot curves.png]``
     ``approxsim bench ops [--multiplier NAME] [--problems ...] [--json FILE]``
 """
 
@@ -77,7 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--save", metavar="FILE.npz", help="save the multiplier for later runs")
 
     from approxsim.experiments.bench import add_bench_parser
+    from approxsim.experiments.compare import add_compare_parser
+    from approxsim.experiments.train import add_eval_parser, add_train_parser
 
+    add_train_parser(sub)
+    add_eval_parser(sub)
+    add_compare_parser(sub)
     add_bench_parser(sub)
     return parser
 
@@ -224,15 +232,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from approxsim.experiments.bench import run_bench_cli
+    from approxsim.experiments.compare import run_compare_cli
+    from approxsim.experiments.train import run_eval_cli, run_train_cli
     from approxsim.multipliers import MultiplierError
 
     handlers = {
         ("multipliers", "list"): _cmd_list,
         ("multipliers", "show"): _cmd_show,
         ("bench", "ops"): run_bench_cli,
+        ("train", None): run_train_cli,
+        ("eval", None): run_eval_cli,
+        ("compare", None): run_compare_cli,
     }
     try:
-        return handlers[(args.command, args.action)](args)
+        return handlers[(args.command, getattr(args, "action", None))](args)
     except (CLIError, MultiplierError, FileNotFoundError) as exc:
         print(f"approxsim: error: {exc}", file=sys.stderr)
         return 2

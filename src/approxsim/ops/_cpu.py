@@ -71,14 +71,14 @@ _VBUFS: dict[tuple[int, int], Tensor] = {}
 
 
 def _vbuf(worker: int, k_tile: int, rows: int, n_tile: int) -> Any:
-    """Worker ``worker``'s private V buffer (int32, reused across calls)."""
+    """Worker ``worker``'s private V buffer (float32, reused across calls)."""
     import threading
 
     key = (threading.get_ident(), worker)
     numel = k_tile * rows * n_tile
     buf = _VBUFS.get(key)
     if buf is None or buf.numel() < numel:
-        buf = torch.empty(numel, dtype=torch.int32)
+        buf = torch.empty(numel, dtype=torch.float32)
         _VBUFS[key] = buf
     return buf[:numel].view(k_tile * rows, n_tile).numpy()
 
@@ -171,17 +171,17 @@ def _numba_tiles():  # -> numba dispatcher
     import numba
 
     @numba.njit(cache=True, nogil=True)
-    def tiles(idx, w, lut2, sb, eb, ib, out, k_tile, n_tile, t_lo, t_hi, r_lo, r_hi, vbits):
+    def tiles(idx, w, lut_t, scale, ib, out, k_tile, n_tile, t_lo, t_hi, r_lo, r_hi, v):
         # pragma: no cover - numba
         # idx: int32 (T, R, k_tile) rows of V; w: float32 (T, R, k_tile) weights sa·2^(ea-127)
-        # (0 for zero operands and padding). lut2: int32 (2^M, 2^M) LUT bits. sb/eb/ib: int32
-        # (K, N) sign bit, exponent field (0 for zero operands) and index of operand B.
-        # out: float32 (R, N), accumulated in place. Column tiles t_lo..t_hi, rows r_lo..r_hi.
-        # vbits: int32 (k_tile·2^M, n_tile) private V buffer of this worker.
-        rows = lut2.shape[0]
-        n_k, n_n = eb.shape
+        # (0 for zero operands and padding). lut_t: float32 (2^M, 2^M) transposed LUT
+        # (lut_t[j, i] = LUT[i, j]). scale: float32
+        # (K, N) sb·2^(eb-127) of operand B (a signed zero for zero operands); ib: int32 (K, N)
+        # its LUT index. out: float32 (R, N), accumulated in place. Column tiles t_lo..t_hi,
+        # rows r_lo..r_hi. v: float32 (k_tile·2^M, n_tile) private V buffer of this worker.
+        rows = lut_t.shape[0]
+        n_k, n_n = scale.shape
         n_kt = idx.shape[0]
-        v = vbits.view(np.float32)
         acc = np.empty(n_tile, dtype=np.float32)
         for nti in range(t_lo, t_hi):
             n0 = nti * n_tile
@@ -189,17 +189,17 @@ def _numba_tiles():  # -> numba dispatcher
             for t in range(n_kt):
                 k0 = t * k_tile
                 kt = min(k_tile, n_k - k0)
-                # V[kk·2^M + i, c] = sb·2^(eb-127)·LUT[i, ib] for k = k0 + kk, n = n0 + c.
+                # V[kk·2^M + i, c] = (sb·2^(eb-127)) · LUT[i, ib] for k = k0 + kk, n = n0 + c:
+                # a float multiply by a power of two (or a signed zero), exact here because
+                # the caller checked that every V entry is a normal float.
                 for kk in range(kt):
                     k = k0 + kk
-                    for i in range(rows):
-                        row = kk * rows + i
-                        for c in range(nt):
-                            e = eb[k, n0 + c]
-                            lv = lut2[i, ib[k, n0 + c]]
-                            ve = min(max((lv >> 23) + e - 127, 1), 254)
-                            bits = sb[k, n0 + c] | (ve << 23) | (lv & 0x7FFFFF)
-                            vbits[row, c] = bits if e != 0 else sb[k, n0 + c]
+                    for c in range(nt):
+                        # Column c of V's block kk: LUT column ib (a row of lutT), scaled.
+                        sc = scale[k, n0 + c]
+                        col = lut_t[ib[k, n0 + c]]
+                        for i in range(rows):
+                            v[kk * rows + i, c] = col[i] * sc
                 # C[r, n0:n0+nt] += Σ_kk w[r, kk] · V[idx[r, kk], :]. Zero weights are
                 # skipped (ReLU outputs are often half zeros); V is finite, so 0·V adds 0.
                 for r in range(r_lo, r_hi):
@@ -244,7 +244,7 @@ def lut_bmm_cpu(
     lut2 = lut_bits.view(rows, rows)
     decode = _numba_decode()
     tiles = _numba_tiles()
-    lut2n = lut2.contiguous().numpy()
+    lut_t = lut2.view(torch.float32).t().contiguous().numpy()
     bb_all = b.contiguous().view(torch.int32)
     eb_all, ib_all, zb_all, inf_b, nan_b = operand_index(bb_all, m, ROUNDINGS[rounding])
     # Scratch for the decoded A, reused across the batch and across calls (fresh pages are
@@ -279,12 +279,13 @@ def lut_bmm_cpu(
             continue
         w = wbits.view(torch.float32)
         outn = out[bi].numpy()
-        sb = (bb_all[bi] & SIGN_BIT).numpy()
-        ebz = torch.where(zb_all[bi], 0, eb_all[bi]).numpy()
+        sign_b = bb_all[bi] & SIGN_BIT
+        scale = torch.where(zb_all[bi], sign_b, sign_b | (eb_all[bi] << 23))
+        scale = scale.view(torch.float32).numpy()
         ibn = ib_all[bi].numpy()
         n_nt = -(-n // n_tile)
         workers = max(1, torch.get_num_threads())
-        args = (idx.numpy(), w.numpy(), lut2n, sb, ebz, ibn, outn, k_tile, n_tile)
+        args = (idx.numpy(), w.numpy(), lut_t, scale, ibn, outn, k_tile, n_tile)
         if n_nt >= workers or workers == 1 or r < 2 * workers:
             # Split the column tiles: each worker owns its output columns and its V buffers.
             per = -(-n_nt // workers)

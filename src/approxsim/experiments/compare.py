@@ -1,0 +1,368 @@
+"""Compare training runs: final and best test accuracy, the gap to a baseline, and curves.
+
+Reads only the files :func:`approxsim.experiments.train.train` writes (``config.json`` and
+``metrics.jsonl``), so runs can be compared while they are still going, or on a machine
+without the data. ``approxsim compare RUN_DIR... [--baseline RUN_DIR] [--plot curves.png]
+[--json]`` on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CompareError",
+    "Run",
+    "load_run",
+    "compare_runs",
+    "format_comparison",
+    "plot_runs",
+    "add_compare_parser",
+    "run_compare_cli",
+]
+
+COMPARE_SCHEMA = "approxsim.compare/1"
+_CONFIG_FILE = "config.json"
+_METRICS_FILE = "metrics.jsonl"
+
+
+class CompareError(ValueError):
+    """A run folder cannot be read; the message says which file and why."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run as read from its folder.
+
+    Attributes:
+        path: The run folder.
+        config: The ``config`` section of ``config.json`` (resolved settings).
+        multipliers: Multiplier names per pass (``forward``, ``grad_input``, ``grad_weight``).
+        history: The per-epoch records of ``metrics.jsonl``, in epoch order.
+        label: Short name for tables and legends (the multiplier, plus the backward
+            multipliers when they differ).
+    """
+
+    path: Path
+    config: dict[str, Any]
+    multipliers: dict[str, str]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    label: str = ""
+
+    @property
+    def exact(self) -> bool:
+        """True when all three passes used exact float32."""
+        return all(name == "fp32" for name in self.multipliers.values())
+
+
+def _label(multipliers: dict[str, str]) -> str:
+    fwd, gi, gw = multipliers["forward"], multipliers["grad_input"], multipliers["grad_weight"]
+    if gi == fwd and gw == fwd:
+        return fwd
+    return f"{fwd} (grad_input={gi}, grad_weight={gw})"
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> Run:
+    """Read a run folder written by ``approxsim train``.
+
+    A last line of ``metrics.jsonl`` cut short (the run was killed while writing it) is
+    ignored; any other unreadable line is an error.
+
+    Args:
+        run_dir: The folder holding ``config.json`` and ``metrics.jsonl``.
+
+    Returns:
+        The :class:`Run`.
+
+    Raises:
+        CompareError: the folder or its files are missing or malformed.
+    """
+    path = Path(run_dir)
+    cfg_path = path / _CONFIG_FILE
+    if not path.is_dir():
+        raise CompareError(f"{path} is not a folder; name run folders written by approxsim train")
+    try:
+        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        config = meta["config"]
+        multipliers = {role: meta["multipliers"][role]["name"] for role in _ROLES}
+    except FileNotFoundError:
+        raise CompareError(
+            f"{path} is not a training run: it has no {_CONFIG_FILE} (written by approxsim train)"
+        ) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CompareError(
+            f"{cfg_path} is malformed ({exc!r}); it was not written by "
+            "approxsim train or it is damaged"
+        ) from None
+    history: list[dict[str, Any]] = []
+    metrics = path / _METRICS_FILE
+    if metrics.exists():
+        lines = metrics.read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                int(record["epoch"])
+            except (ValueError, KeyError, TypeError):
+                if i == len(lines) - 1:
+                    break  # an interrupted write; the checkpoint does not include it either
+                raise CompareError(f"{metrics}: line {i + 1} is not a metrics record") from None
+            history.append(record)
+    history.sort(key=lambda r: int(r["epoch"]))
+    return Run(path, config, multipliers, history, _label(multipliers))
+
+
+_ROLES = ("forward", "grad_input", "grad_weight")
+
+
+def _acc(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) else None
+
+
+def compare_runs(
+    run_dirs: Sequence[str | os.PathLike[str]],
+    baseline: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Final and best test accuracy of each run and its gap to a baseline run.
+
+    Args:
+        run_dirs: Run folders.
+        baseline: The reference run (added to the runs if not among them). Default: the
+            first run whose three passes are exact float32, if any.
+
+    Returns:
+        ``{"schema", "baseline": path or None, "runs": [row, ...]}``; each row has ``run``,
+        ``label``, ``model``, ``dataset``, ``multipliers``, ``epochs`` (planned),
+        ``epochs_completed``, ``final_test_acc``, ``best_test_acc``, ``best_epoch``,
+        ``final_train_loss``, ``gap_final`` and ``gap_best`` (accuracy minus the baseline's
+        final accuracy, as fractions; ``None`` without a baseline), and ``is_baseline``.
+
+    Raises:
+        CompareError: no runs, or an unreadable run folder.
+    """
+    if not run_dirs:
+        raise CompareError("name at least one run folder")
+    runs = [load_run(d) for d in run_dirs]
+    base: Run | None = None
+    if baseline is not None:
+        want = Path(baseline).resolve()
+        base = next((r for r in runs if r.path.resolve() == want), None)
+        if base is None:
+            base = load_run(baseline)
+            runs.insert(0, base)
+    else:
+        base = next((r for r in runs if r.exact), None)
+    base_final = _acc(base.history[-1].get("test_acc")) if base and base.history else None
+    labels = [r.label for r in runs]
+    rows = []
+    for run in runs:
+        label = run.label
+        if labels.count(label) > 1:
+            label = f"{label} [{run.path.name}]"
+        final = run.history[-1] if run.history else {}
+        accs = [
+            (a, int(r["epoch"])) for r in run.history if (a := _acc(r.get("test_acc"))) is not None
+        ]
+        best_acc, best_epoch = max(accs, key=lambda t: t[0]) if accs else (None, None)
+        final_acc = _acc(final.get("test_acc"))
+        rows.append(
+            {
+                "run": str(run.path),
+                "label": label,
+                "model": run.config.get("model"),
+                "dataset": run.config.get("dataset"),
+                "multipliers": dict(run.multipliers),
+                "epochs": run.config.get("epochs"),
+                "epochs_completed": len(run.history),
+                "final_test_acc": final_acc,
+                "best_test_acc": best_acc,
+                "best_epoch": best_epoch,
+                "final_train_loss": _acc(final.get("train_loss")),
+                "gap_final": None
+                if base_final is None or final_acc is None
+                else final_acc - base_final,
+                "gap_best": None
+                if base_final is None or best_acc is None
+                else best_acc - base_final,
+                "is_baseline": run is base,
+            }
+        )
+    return {
+        "schema": COMPARE_SCHEMA,
+        "baseline": str(base.path) if base is not None else None,
+        "runs": rows,
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def _pp(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:+.2f} pp"
+
+
+def format_comparison(result: dict[str, Any]) -> str:
+    """A text table of :func:`compare_runs`' result (baseline marked with ``*``)."""
+    header = (
+        "run",
+        "multiplier",
+        "epochs",
+        "final acc",
+        "best acc (epoch)",
+        "gap final",
+        "gap best",
+    )
+    rows = [header]
+    for r in result["runs"]:
+        best = _pct(r["best_test_acc"])
+        if r["best_epoch"] is not None:
+            best += f" ({r['best_epoch']})"
+        epochs = f"{r['epochs_completed']}/{r['epochs']}"
+        rows.append(
+            (
+                ("* " if r["is_baseline"] else "  ") + Path(r["run"]).name,
+                r["label"],
+                epochs,
+                _pct(r["final_test_acc"]),
+                best,
+                "baseline" if r["is_baseline"] else _pp(r["gap_final"]),
+                "" if r["is_baseline"] else _pp(r["gap_best"]),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    for i, row in enumerate(rows):
+        cells = [
+            c.ljust(w) if j < 2 else c.rjust(w)
+            for j, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    if result["baseline"] is None:
+        lines.append("(no baseline: pass --baseline RUN_DIR or include an fp32 run)")
+    else:
+        lines.append("(* baseline; gaps are accuracy minus the baseline's final accuracy)")
+    return "\n".join(lines)
+
+
+def plot_runs(
+    runs: Sequence[Run | str | os.PathLike[str]], path: str | os.PathLike[str], *, dpi: int = 120
+) -> Path:
+    """Draw train loss and test accuracy per epoch of several runs on one figure.
+
+    Two panels side by side (train loss, test accuracy); one line per run, labelled by its
+    multiplier (and the folder name where two runs share a multiplier).
+
+    Args:
+        runs: :class:`Run` objects or run folders.
+        path: Output image (format from the suffix: ``.png``, ``.pdf``, ``.svg`` ...).
+        dpi: Resolution of raster formats.
+
+    Returns:
+        The path written.
+
+    Raises:
+        CompareError: no runs, or an unreadable run folder.
+    """
+    loaded = [r if isinstance(r, Run) else load_run(r) for r in runs]
+    if not loaded:
+        raise CompareError("name at least one run to plot")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2), constrained_layout=True)
+    FigureCanvasAgg(fig)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    labels = [r.label for r in loaded]
+    for run in loaded:
+        label = run.label if labels.count(run.label) == 1 else f"{run.label} [{run.path.name}]"
+        epochs = [int(r["epoch"]) for r in run.history]
+        loss = [r.get("train_loss") for r in run.history]
+        acc = [a * 100 if (a := _acc(r.get("test_acc"))) is not None else None for r in run.history]
+        style = {"marker": "o", "markersize": 3, "linewidth": 1.5}
+        (line,) = ax_loss.plot(
+            epochs, [float("nan") if v is None else v for v in loss], label=label, **style
+        )
+        ax_acc.plot(
+            epochs,
+            [float("nan") if v is None else v for v in acc],
+            label=label,
+            color=line.get_color(),
+            **style,
+        )
+    ax_loss.set_title("train loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("cross-entropy")
+    ax_acc.set_title("test accuracy")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    ax_acc.legend(title="multiplier", fontsize="small")
+    models = {(r.config.get("model"), r.config.get("dataset")) for r in loaded}
+    if len(models) == 1:
+        model, dataset = models.pop()
+        fig.suptitle(f"{model} on {dataset}")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    return out
+
+
+# ---------------------------------------------------------------------------- CLI
+def add_compare_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """Add ``approxsim compare`` to the top-level subparsers (sets ``action=None``).
+
+    Args:
+        subparsers: What ``ArgumentParser.add_subparsers(dest="command")`` returned.
+
+    Returns:
+        The ``compare`` parser.
+    """
+    p = subparsers.add_parser(
+        "compare",
+        help="compare training runs (accuracy table, curves)",
+        description=(
+            "Print final and best test accuracy of training runs and their gap to a baseline "
+            "run (default: the first exact fp32 run), and optionally plot their curves."
+        ),
+    )
+    p.set_defaults(action=None)
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders of approxsim train")
+    p.add_argument("--baseline", metavar="RUN_DIR", help="reference run (default: first fp32 run)")
+    p.add_argument("--plot", metavar="FILE.png", help="write train loss / test accuracy curves")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return p
+
+
+def run_compare_cli(args: argparse.Namespace) -> int:
+    """Run ``approxsim compare`` from parsed arguments; returns the exit status (2: user
+    error)."""
+    try:
+        result = compare_runs(args.runs, args.baseline)
+        if args.plot:
+            dirs = [r["run"] for r in result["runs"]]
+            result["plot"] = str(plot_runs(dirs, args.plot))
+    except (CompareError, OSError) as exc:
+        print(f"approxsim: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(format_comparison(result))
+        if args.plot:
+            print(f"plot written to {result['plot']}")
+    return 0

@@ -1,0 +1,1413 @@
+"""Train and evaluate models whose multiplies run on a simulated approximate multiplier.
+
+:func:`train` takes a frozen :class:`TrainConfig` and writes a run folder a person can read:
+
+* ``config.json`` — the resolved settings (per-model defaults filled in), the multipliers of
+  the three passes with their fingerprints and provenance, the converted layers, the dataset
+  and the software versions;
+* ``metrics.jsonl`` — one JSON object per epoch (``epoch``, ``train_loss``, ``train_acc``,
+  ``test_loss``, ``test_acc``, ``seconds``, ``lr``, ``samples_per_s``);
+* ``checkpoint.pt`` — model, optimizer, scheduler and RNG states after the last complete
+  epoch, replaced atomically (temporary file + ``os.replace``) and protected by a SHA-256
+  checksum, so a killed or interrupted run loses at most the epoch in progress and
+  ``resume=True`` continues it. On the CPU a resumed run gives the same numbers as an
+  uninterrupted one: data order depends only on ``(seed, epoch)`` and every RNG is restored.
+
+:func:`evaluate` runs a trained checkpoint's test set through any multiplier (approximate
+inference of a model trained exactly, or the other way round).
+
+Command line (wired in ``approxsim.cli``): ``approxsim train ...`` and ``approxsim eval ...``
+through :func:`add_train_parser` / :func:`run_train_cli` and :func:`add_eval_parser` /
+:func:`run_eval_cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import random
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from approxsim.data import DatasetError, ImageDataset, dataset_info, load_dataset
+from approxsim.models import ModelError, create_model, model_info, train_defaults
+from approxsim.multipliers import Multiplier, MultiplierError, get_multiplier
+from approxsim.ops import PassMultipliers
+
+__all__ = [
+    "TrainError",
+    "CheckpointError",
+    "TrainConfig",
+    "train",
+    "evaluate",
+    "load_checkpoint",
+    "save_checkpoint",
+    "CONFIG_FILE",
+    "METRICS_FILE",
+    "CHECKPOINT_FILE",
+    "add_multiplier_arguments",
+    "multiplier_from_args",
+    "add_train_parser",
+    "run_train_cli",
+    "add_eval_parser",
+    "run_eval_cli",
+]
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_FILE = "checkpoint.pt"
+#: Files a run folder holds; ``overwrite`` deletes these and nothing else.
+_RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE)
+
+CONFIG_SCHEMA = "approxsim.train.config/1"
+EVAL_SCHEMA = "approxsim.eval/1"
+_CHECKPOINT_FORMAT = "approxsim.train.checkpoint/1"
+_CHECKPOINT_MAGIC = b"APPROXSIM-CHECKPOINT/1\n"
+_DIGEST_LEN = 64  # hex SHA-256
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("none", "cosine")
+#: Learning rate used when the optimizer differs from the model's default one and no lr is
+#: given (the model's tuned lr belongs to its tuned optimizer).
+_OPTIMIZER_LR = {"sgd": 0.05, "adam": 1e-3}
+_SEED_LIMIT = 2**32
+
+MultiplierArg = Multiplier | str
+
+
+class TrainError(ValueError):
+    """A training or evaluation setting that cannot run; the message says what to change."""
+
+
+class CheckpointError(TrainError):
+    """A checkpoint file is missing, damaged or not an approxsim checkpoint."""
+
+
+# ---------------------------------------------------------------------------- config
+def _check_int(name: str, value: Any, minimum: int, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise TrainError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_float(
+    name: str, value: Any, *, positive: bool = False, upper: float | None = None
+) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (value > 0 if positive else value >= 0)
+    ok = ok and (upper is None or value < upper)
+    if not ok:
+        bound = "> 0" if positive else ">= 0"
+        if upper is not None:
+            bound += f" and < {upper}"
+        raise TrainError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+def _check_multiplier(name: str, value: Any, *, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, Multiplier):
+        return
+    if isinstance(value, str):
+        get_multiplier(value)  # raises UnknownMultiplierError listing the names
+        return
+    raise TrainError(
+        f"{name} must be an approxsim.Multiplier or a multiplier name, got {type(value).__name__}"
+    )
+
+
+def _patterns(name: str, value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = (value,) if isinstance(value, str) else tuple(value)
+    if not items or not all(isinstance(p, str) and p for p in items):
+        raise TrainError(
+            f"{name} takes module name patterns such as 'features.*' (a string or a list of "
+            f"them), got {value!r}"
+        )
+    return items
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (validated on construction).
+
+    Settings left as ``None`` take the model's registered defaults
+    (:func:`approxsim.models.train_defaults`); :meth:`resolve` fills them in.
+
+    Raises:
+        TrainError: an invalid value (the message names the field).
+        UnknownModelError, UnknownDatasetError, UnknownMultiplierError: unknown names.
+    """
+
+    out_dir: str | os.PathLike[str]
+    """Run folder for ``config.json``, ``metrics.jsonl`` and ``checkpoint.pt``. It must be
+    empty or absent unless ``resume`` or ``overwrite`` is set."""
+
+    model: str = "lenet5"
+    """Registered model name (``approxsim.models.list_models()``)."""
+
+    dataset: str = "fashion-mnist"
+    """Registered dataset name (``approxsim.data.list_datasets()``)."""
+
+    multiplier: MultiplierArg = "fp32"
+    """Forward multiplier: a :class:`~approxsim.Multiplier` or a name (``"mitchell7"``;
+    ``"fp32"`` trains with exact float32 and converts no layer)."""
+
+    grad_input: MultiplierArg | None = None
+    """Multiplier of the input-gradient GEMMs; ``None``: same as ``multiplier``."""
+
+    grad_weight: MultiplierArg | None = None
+    """Multiplier of the weight-gradient GEMMs; ``None``: same as ``multiplier``."""
+
+    epochs: int = 5
+    """Number of passes over the training set."""
+
+    batch_size: int | None = None
+    """Samples per optimizer step; ``None``: the model's default (128 for the LeNets)."""
+
+    optimizer: str | None = None
+    """``"sgd"`` (with momentum) or ``"adam"``; ``None``: the model's default."""
+
+    lr: float | None = None
+    """Initial learning rate; ``None``: the model's default for its default optimizer
+    (0.05 for SGD on the LeNets), else 0.05 for SGD and 1e-3 for Adam."""
+
+    momentum: float | None = None
+    """SGD momentum in [0, 1); ``None``: the model's default (0.9). Unused by Adam."""
+
+    weight_decay: float = 0.0
+    """L2 penalty added by the optimizer."""
+
+    schedule: str = "none"
+    """Learning-rate schedule: ``"none"`` (constant) or ``"cosine"`` (cosine annealing to 0
+    over ``epochs``, stepped once per epoch)."""
+
+    seed: int = 0
+    """Seeds Python, NumPy and torch (weights) and the data order (shuffle of epoch ``e``
+    uses seed ``(seed, e)``), in [0, 2^32)."""
+
+    data_dir: str | os.PathLike[str] | None = None
+    """Folder holding the dataset files; ``None``: the dataset's default folders."""
+
+    max_train_samples: int | None = None
+    """Train on the first N training samples only (quick runs); ``None``: all."""
+
+    max_test_samples: int | None = None
+    """Evaluate on the first N test samples only; ``None``: all."""
+
+    include: str | Sequence[str] | None = None
+    """Convert only the layers whose qualified names match these fnmatch patterns (and
+    everything inside them); ``None``: every linear and convolution layer."""
+
+    exclude: str | Sequence[str] | None = None
+    """Keep these layers exact (fnmatch patterns); wins over ``include``."""
+
+    threads: int | None = None
+    """CPU threads for torch and the Numba kernels during the run; ``None``: unchanged."""
+
+    device: str = "cpu"
+    """``"cpu"`` or ``"cuda[:N]"``. Resumed runs are bit-identical to uninterrupted ones on
+    the CPU; on CUDA only up to the non-determinism of the GPU kernels."""
+
+    resume: bool = False
+    """Continue the run in ``out_dir`` from its checkpoint (settings must match; ``epochs``
+    may grow unless the schedule is cosine). Starts afresh when there is no checkpoint."""
+
+    overwrite: bool = False
+    """Delete the run files in a non-empty ``out_dir`` and start over (other files in it are
+    left alone)."""
+
+    progress: bool = True
+    """Show a progress bar per epoch and a summary line per epoch on stderr."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.out_dir, (str, os.PathLike)) or not str(self.out_dir):
+            raise TrainError(f"out_dir must be a folder path, got {self.out_dir!r}")
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        model_info(self.model)  # raises UnknownModelError listing the valid names
+        dataset_info(self.dataset)  # raises UnknownDatasetError listing the valid names
+        _check_multiplier("multiplier", self.multiplier, optional=False)
+        _check_multiplier("grad_input", self.grad_input, optional=True)
+        _check_multiplier("grad_weight", self.grad_weight, optional=True)
+        _check_int("epochs", self.epochs, 1)
+        _check_int("batch_size", self.batch_size, 1, optional=True)
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            raise TrainError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.lr is not None:
+            _check_float("lr", self.lr, positive=True)
+        if self.momentum is not None:
+            _check_float("momentum", self.momentum, upper=1.0)
+        _check_float("weight_decay", self.weight_decay)
+        if self.schedule not in SCHEDULES:
+            raise TrainError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        _check_int("seed", self.seed, 0)
+        if self.seed >= _SEED_LIMIT:
+            raise TrainError(f"seed must be below 2^32, got {self.seed}")
+        if self.data_dir is not None and not isinstance(self.data_dir, (str, os.PathLike)):
+            raise TrainError(f"data_dir must be a folder path, got {self.data_dir!r}")
+        _check_int("max_train_samples", self.max_train_samples, 1, optional=True)
+        _check_int("max_test_samples", self.max_test_samples, 1, optional=True)
+        object.__setattr__(self, "include", _patterns("include", self.include))
+        object.__setattr__(self, "exclude", _patterns("exclude", self.exclude))
+        _check_int("threads", self.threads, 1, optional=True)
+        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise TrainError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        for flag in ("resume", "overwrite", "progress"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TrainError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+        if self.resume and self.overwrite:
+            raise TrainError("resume and overwrite exclude each other: continue or start over")
+
+    # ------------------------------------------------------------------ derived
+    def resolve(self) -> TrainConfig:
+        """A copy with every ``None`` setting filled in: the backward multipliers by the
+        forward one, the optimization settings by the model's defaults."""
+        d = train_defaults(self.model)
+        optimizer = self.optimizer or d.optimizer
+        lr = self.lr
+        if lr is None:
+            lr = d.lr if optimizer == d.optimizer else _OPTIMIZER_LR[optimizer]
+        momentum = self.momentum
+        if momentum is None:
+            momentum = d.momentum if optimizer == "sgd" else 0.0
+        return dataclasses.replace(
+            self,
+            grad_input=self.multiplier if self.grad_input is None else self.grad_input,
+            grad_weight=self.multiplier if self.grad_weight is None else self.grad_weight,
+            batch_size=self.batch_size or d.batch_size,
+            optimizer=optimizer,
+            lr=float(lr),
+            momentum=float(momentum),
+        )
+
+    def passes(self) -> PassMultipliers:
+        """The multipliers of the forward, input-gradient and weight-gradient passes."""
+        return PassMultipliers(self.multiplier, self.grad_input, self.grad_weight)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serializable settings (multipliers by name, paths as strings)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Multiplier):
+                v = v.name
+            elif isinstance(v, os.PathLike):
+                v = str(v)
+            elif isinstance(v, tuple):
+                v = list(v)
+            out[f.name] = v
+        return out
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
+    """Write a checkpoint atomically: a temporary file in the same folder, then ``os.replace``.
+
+    The file is a magic line, the SHA-256 of the payload and the payload (``torch.save`` of
+    ``state``); an interruption at any moment leaves either the old file or the new one.
+
+    Args:
+        path: Destination file.
+        state: Tensors, numbers, strings, lists, tuples and dicts.
+
+    Returns:
+        The path written.
+    """
+    p = Path(path)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getvalue()
+    digest = hashlib.sha256(payload).hexdigest().encode("ascii")
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(_CHECKPOINT_MAGIC + digest + b"\n")
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and verify a checkpoint written by :func:`train` (or :func:`save_checkpoint`).
+
+    Loading uses ``torch.load(weights_only=True)``: a checkpoint cannot run code.
+
+    Args:
+        path: The checkpoint file (or a run folder holding ``checkpoint.pt``).
+
+    Returns:
+        The state dict (``model``, ``optimizer``, ``scheduler``, ``rng``, ``epoch``,
+        ``config``, ``multipliers``, ``history``).
+
+    Raises:
+        CheckpointError: the file is missing, truncated, modified or not a checkpoint.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / CHECKPOINT_FILE
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint at {p}") from None
+    head = len(_CHECKPOINT_MAGIC)
+    if not raw.startswith(_CHECKPOINT_MAGIC):
+        raise CheckpointError(
+            f"{p} is not an approxsim training checkpoint (or its header is damaged); "
+            "checkpoints are written by approxsim train"
+        )
+    digest = raw[head : head + _DIGEST_LEN]
+    payload = raw[head + _DIGEST_LEN + 1 :]
+    if hashlib.sha256(payload).hexdigest().encode("ascii") != digest:
+        raise CheckpointError(
+            f"{p} is damaged: its checksum does not match its contents (the file was "
+            "truncated or modified). Restore it from a copy, or start the run over with "
+            "--overwrite (overwrite=True)"
+        )
+    try:
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise CheckpointError(f"{p} could not be read as a checkpoint: {exc}") from None
+    if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{p} is not an approxsim training checkpoint")
+    return state
+
+
+# ---------------------------------------------------------------------------- RNG and threads
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, gauss = np.random.get_state()  # type: ignore[misc]
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(_as_tuples(state["python"]))
+    n = state["numpy"]
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuples(x: Any) -> Any:
+    return tuple(_as_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    # The data order depends on (seed, epoch) only, never on how much randomness earlier
+    # epochs used, so a resumed run sees the same batches as an uninterrupted one.
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+@contextlib.contextmanager
+def _thread_settings(threads: int | None) -> Iterator[None]:
+    """Set torch's and Numba's thread counts for the run; restore them afterwards."""
+    if threads is None:
+        yield
+        return
+    saved = torch.get_num_threads()
+    numba: Any
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba is a dependency
+        numba = None
+    saved_numba = numba.get_num_threads() if numba is not None else None
+    try:
+        torch.set_num_threads(threads)
+        if numba is not None:
+            # Numba's pool cannot grow past NUMBA_NUM_THREADS (fixed at import).
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        yield
+    finally:
+        torch.set_num_threads(saved)
+        if numba is not None:
+            numba.set_num_threads(saved_numba)
+
+
+def _device(name: str) -> torch.device:
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainError(f"device {name!r} was asked for but CUDA is not available; use 'cpu'")
+    return dev
+
+
+# ---------------------------------------------------------------------------- progress
+class _Progress:
+    """A per-epoch progress bar on stderr: tqdm when installed, else a one-line fallback."""
+
+    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+        self._enabled = enabled
+        self._total = total
+        self._desc = desc
+        self._done = 0
+        self._start = time.perf_counter()
+        self._last_draw = 0.0
+        self._tqdm: Any = None
+        self._tty = enabled and sys.stderr.isatty()
+        if not enabled:
+            return
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return
+        self._tqdm = tqdm(
+            total=total,
+            desc=desc,
+            unit="img",
+            unit_scale=False,
+            file=sys.stderr,
+            leave=False,
+            dynamic_ncols=True,
+            # A terminal redraws in place; a log file keeps every update, so fewer there.
+            mininterval=0.5 if self._tty else 15.0,
+        )
+
+    def update(self, n: int, loss: float | None = None, acc: float | None = None) -> None:
+        self._done += n
+        if not self._enabled:
+            return
+        if self._tqdm is not None:
+            if loss is not None and acc is not None:
+                self._tqdm.set_postfix(loss=f"{loss:.4f}", acc=f"{100 * acc:.2f}%", refresh=False)
+            self._tqdm.update(n)
+            return
+        now = time.perf_counter()
+        if self._tty and (now - self._last_draw > 0.2 or self._done >= self._total):
+            self._last_draw = now
+            rate = self._done / max(now - self._start, 1e-9)
+            width = 24
+            filled = int(width * self._done / max(self._total, 1))
+            bar = "#" * filled + "." * (width - filled)
+            stats = "" if loss is None or acc is None else f" loss {loss:.4f} acc {100 * acc:.2f}%"
+            sys.stderr.write(
+                f"\r{self._desc} [{bar}] {self._done}/{self._total}{stats} {rate:.0f} img/s"
+            )
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self._tqdm is not None:
+            self._tqdm.close()
+        elif self._tty:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def _say(config: TrainConfig | None, line: str) -> None:
+    if config is None or config.progress:
+        print(line, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------- epochs
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: ImageDataset,
+    *,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+    bar: _Progress,
+) -> tuple[float, float]:
+    """One pass over ``data``; returns (mean loss, accuracy) over the epoch's batches."""
+    model.train()
+    total_loss = 0.0
+    correct = 0
+    seen = 0
+    for x, y in data.batches(batch_size, shuffle=True, generator=generator):
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        n = int(y.shape[0])
+        total_loss += float(loss.detach()) * n
+        correct += int((logits.detach().argmax(dim=1) == y).sum())
+        seen += n
+        bar.update(n, total_loss / seen, correct / seen)
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+@torch.no_grad()
+def _evaluate_model(
+    model: nn.Module,
+    data: ImageDataset,
+    *,
+    batch_size: int,
+    device: torch.device,
+    progress: bool = False,
+    desc: str = "eval",
+) -> tuple[float, float]:
+    """(mean loss, accuracy) of ``model`` on ``data`` in eval mode."""
+    was_training = model.training
+    model.eval()
+    total_loss = 0.0
+    correct = 0
+    bar = _Progress(len(data), desc, progress)
+    try:
+        for x, y in data.batches(batch_size):
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == y).sum())
+            bar.update(int(y.shape[0]))
+    finally:
+        bar.close()
+        model.train(was_training)
+    n = max(len(data), 1)
+    return total_loss / n, correct / n
+
+
+def _eval_batch_size(batch_size: int) -> int:
+    # Inference holds no activations for backward; larger batches amortize kernel set-up.
+    return max(batch_size, 256)
+
+
+# ---------------------------------------------------------------------------- set-up
+def _describe_passes(passes: PassMultipliers) -> dict[str, dict[str, Any]]:
+    return {
+        "forward": passes.forward.describe(),
+        "grad_input": passes.grad_input.describe(),
+        "grad_weight": passes.grad_weight.describe(),
+    }
+
+
+def _fingerprints(passes: PassMultipliers) -> dict[str, str]:
+    return {
+        "forward": passes.forward.fingerprint,
+        "grad_input": passes.grad_input.fingerprint,
+        "grad_weight": passes.grad_weight.fingerprint,
+    }
+
+
+def _load_data(name: str, data_dir: Any, split: str, max_samples: int | None) -> ImageDataset:
+    return load_dataset(name, root=data_dir, split=split).subset(max_samples)
+
+
+def _build_model(
+    name: str,
+    num_classes: int,
+    sample_shape: tuple[int, int, int],
+    passes: PassMultipliers,
+    include: Sequence[str] | None,
+    exclude: Sequence[str] | None,
+) -> tuple[nn.Module, list[dict[str, str]]]:
+    """Create the model, check it takes the data's images, convert it unless all-exact."""
+    want = tuple(model_info(name)["input_shape"])
+    if want != tuple(sample_shape):
+        raise TrainError(
+            f"model {name!r} takes images of shape {want} but the dataset's are "
+            f"{tuple(sample_shape)}; pick a model made for this dataset"
+        )
+    model = create_model(name, num_classes=num_classes)
+    if passes.all_exact:
+        return model, []
+    from approxsim.convert import conversion_report, convert_model
+
+    model = convert_model(model, passes, include=include, exclude=exclude, inplace=True)
+    report = conversion_report(model)
+    if not report.converted:
+        raise TrainError(
+            f"include={list(include or [])} / exclude={list(exclude or [])} select no layer of "
+            f"{name!r}, so nothing would multiply approximately; layer names: "
+            + ", ".join(n for n, m in model.named_modules() if n)
+        )
+    converted = [
+        {"name": e.name, "type": e.type_name, "multiplier": e.multiplier} for e in report.converted
+    ]
+    return model, converted
+
+
+def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    assert cfg.lr is not None and cfg.momentum is not None  # resolved
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+
+
+def _environment(device: torch.device) -> dict[str, Any]:
+    from approxsim import __version__
+
+    return {
+        "approxsim": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or ``None`` when it is missing or unreadable."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _run_metadata(
+    cfg: TrainConfig,
+    passes: PassMultipliers,
+    model: nn.Module,
+    converted: list[dict[str, str]],
+    train_set: ImageDataset,
+    test_set: ImageDataset,
+    device: torch.device,
+) -> dict[str, Any]:
+    """The contents of ``config.json``."""
+    return {
+        "schema": CONFIG_SCHEMA,
+        "created": _now(),
+        "config": cfg.to_dict(),
+        "multipliers": _describe_passes(passes),
+        "model": {
+            **model_info(cfg.model),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "converted_layers": converted,
+        },
+        "dataset": {
+            "name": cfg.dataset,
+            "root": str(train_set.root) if train_set.root else None,
+            "train_samples": len(train_set),
+            "test_samples": len(test_set),
+            "classes": list(train_set.classes),
+        },
+        "environment": _environment(device),
+    }
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(obj, indent=1) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_metrics(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _append_metrics(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _is_own_file(p: Path) -> bool:
+    return p.name in _RUN_FILES or (
+        p.name.startswith(tuple(f".{n}." for n in _RUN_FILES)) and p.name.endswith(".tmp")
+    )
+
+
+def _prepare_out_dir(out: Path, cfg: TrainConfig) -> None:
+    """Create ``out`` or check it may be (re)used; clear old run files when allowed."""
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"--out {out} is a file; name a folder for the run")
+    entries = sorted(out.iterdir()) if out.is_dir() else []
+    if entries:
+        others = [p.name for p in entries if not _is_own_file(p)]
+        if cfg.overwrite or (cfg.resume and not others):
+            for p in entries:
+                if _is_own_file(p):
+                    p.unlink()
+        elif cfg.resume:
+            raise TrainError(
+                f"cannot resume in {out}: it has no {CHECKPOINT_FILE} and holds other files "
+                f"({', '.join(others[:5])}); choose another --out"
+            )
+        else:
+            raise TrainError(
+                f"{out} is not empty; pass --resume (resume=True) to continue the run in it, "
+                "--overwrite (overwrite=True) to start it over, or choose another --out"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+
+
+#: Settings that must match between a checkpoint and a resumed run.
+_RESUME_KEYS = (
+    "model",
+    "dataset",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "seed",
+    "max_train_samples",
+    "max_test_samples",
+    "include",
+    "exclude",
+)
+
+
+def _check_resumable(
+    state: dict[str, Any], cfg: TrainConfig, passes: PassMultipliers, out: Path
+) -> None:
+    saved = state["config"]
+    now = cfg.to_dict()
+    diffs = [
+        f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in _RESUME_KEYS if saved.get(k) != now[k]
+    ]
+    for role, fp in _fingerprints(passes).items():
+        old = state["multipliers"][role]
+        if old["fingerprint"] != fp:
+            now_name = getattr(passes, role).name
+            same = " (same name, different LUT)" if now_name == old["name"] else ""
+            diffs.append(f"{role} multiplier {old['name']} (now {now_name}{same})")
+    if saved["epochs"] != cfg.epochs and cfg.schedule == "cosine":
+        diffs.append(f"epochs={saved['epochs']} (now {cfg.epochs}; the cosine schedule spans it)")
+    if diffs:
+        raise TrainError(
+            f"cannot resume the run in {out}: it was trained with " + "; ".join(diffs) + ". "
+            "Pass the same settings, or start over with --overwrite (overwrite=True)"
+        )
+
+
+# ---------------------------------------------------------------------------- train
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Train ``config.model`` on ``config.dataset`` with the configured multipliers.
+
+    Seeds every RNG, builds the model, converts its linear and convolution layers with
+    :func:`approxsim.convert.convert_model` (unless all three passes are ``fp32``), trains
+    with SGD+momentum or Adam and an optional cosine schedule, evaluates on the test split
+    after each epoch (with the same approximate forward pass), and writes ``config.json``,
+    ``metrics.jsonl`` and ``checkpoint.pt`` in ``config.out_dir``.
+
+    Interrupting (Ctrl-C) leaves the checkpoint of the last complete epoch intact; the
+    ``KeyboardInterrupt`` propagates after a note on stderr.
+
+    Args:
+        config: The run's settings.
+
+    Returns:
+        A summary: ``out_dir``, ``model``, ``dataset``, ``multipliers`` (names per pass),
+        ``epochs``, ``epochs_completed``, ``resumed_from`` (epoch or ``None``), ``final``
+        (last epoch's record), ``best_test_acc``, ``best_epoch``, ``history`` (all records)
+        and ``seconds`` (this call's wall time).
+
+    Raises:
+        TrainError: a non-empty ``out_dir`` without ``resume``/``overwrite``, settings that
+            differ from the checkpoint being resumed, a model that does not fit the data.
+        CheckpointError: the checkpoint to resume from is damaged.
+        DatasetError, ModelError, MultiplierError: data, model or multiplier problems.
+    """
+    start_time = time.perf_counter()
+    cfg = config.resolve()
+    assert cfg.batch_size is not None
+    out = Path(cfg.out_dir)
+    passes = cfg.passes()
+    ckpt_path = out / CHECKPOINT_FILE
+    metrics_path = out / METRICS_FILE
+    device = _device(cfg.device)
+
+    state: dict[str, Any] | None = None
+    if cfg.resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        _check_resumable(state, cfg, passes, out)
+    else:
+        _prepare_out_dir(out, cfg)
+
+    with _thread_settings(cfg.threads):
+        train_set = _load_data(cfg.dataset, cfg.data_dir, "train", cfg.max_train_samples)
+        test_set = _load_data(cfg.dataset, cfg.data_dir, "test", cfg.max_test_samples)
+        _seed_everything(cfg.seed)
+        model, converted = _build_model(
+            cfg.model,
+            train_set.num_classes,
+            train_set.sample_shape,
+            passes,
+            cfg.include,  # type: ignore[arg-type]
+            cfg.exclude,  # type: ignore[arg-type]
+        )
+        model.to(device)
+        optimizer = _make_optimizer(cfg, model)
+        scheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+            if cfg.schedule == "cosine"
+            else None
+        )
+
+        def metadata() -> dict[str, Any]:
+            return _run_metadata(cfg, passes, model, converted, train_set, test_set, device)
+
+        history: list[dict[str, Any]] = []
+        start_epoch = 0
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            history = list(state["history"])
+            start_epoch = int(state["epoch"])
+            _set_rng_state(state["rng"])
+            # metrics.jsonl may hold a line of the epoch that was interrupted: the
+            # checkpoint's history is the truth.
+            _write_metrics(metrics_path, history)
+            meta = _read_json(out / CONFIG_FILE) or metadata()
+            meta["config"] = cfg.to_dict()  # epochs may have grown
+            meta.setdefault("resumed", []).append({"after_epoch": start_epoch, "time": _now()})
+            _write_json(out / CONFIG_FILE, meta)
+            _say(cfg, f"resuming {out} after epoch {start_epoch}/{cfg.epochs}")
+        else:
+            _write_json(out / CONFIG_FILE, metadata())
+            _write_metrics(metrics_path, [])
+            _say(
+                cfg,
+                f"training {cfg.model} on {cfg.dataset} ({len(train_set)} train / "
+                f"{len(test_set)} test samples) with multiplier {passes!r}"
+                + (f", {len(converted)} layers converted" if converted else " (exact float32)")
+                + f" -> {out}",
+            )
+
+        epoch = saved_epoch = start_epoch
+        try:
+            for epoch in range(start_epoch + 1, cfg.epochs + 1):
+                t0 = time.perf_counter()
+                lr = float(optimizer.param_groups[0]["lr"])
+                bar = _Progress(len(train_set), f"epoch {epoch}/{cfg.epochs}", cfg.progress)
+                try:
+                    train_loss, train_acc = _train_one_epoch(
+                        model,
+                        optimizer,
+                        train_set,
+                        batch_size=cfg.batch_size,
+                        generator=_epoch_generator(cfg.seed, epoch),
+                        device=device,
+                        bar=bar,
+                    )
+                finally:
+                    bar.close()
+                train_seconds = time.perf_counter() - t0
+                test_loss, test_acc = _evaluate_model(
+                    model,
+                    test_set,
+                    batch_size=_eval_batch_size(cfg.batch_size),
+                    device=device,
+                    progress=cfg.progress,
+                    desc=f"test {epoch}/{cfg.epochs}",
+                )
+                if scheduler is not None:
+                    scheduler.step()
+                seconds = time.perf_counter() - t0
+                record = {
+                    "epoch": epoch,
+                    "train_loss": _finite(train_loss),
+                    "train_acc": train_acc,
+                    "test_loss": _finite(test_loss),
+                    "test_acc": test_acc,
+                    "seconds": round(seconds, 3),
+                    "lr": lr,
+                    "samples_per_s": round(len(train_set) / max(train_seconds, 1e-9), 1),
+                }
+                history.append(record)
+                _append_metrics(metrics_path, record)
+                save_checkpoint(
+                    ckpt_path,
+                    {
+                        "format": _CHECKPOINT_FORMAT,
+                        "epoch": epoch,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                        "rng": _rng_state(),
+                        "config": cfg.to_dict(),
+                        "multipliers": {
+                            role: {"name": m.name, "fingerprint": m.fingerprint}
+                            for role, m in (
+                                ("forward", passes.forward),
+                                ("grad_input", passes.grad_input),
+                                ("grad_weight", passes.grad_weight),
+                            )
+                        },
+                        "history": history,
+                    },
+                )
+                saved_epoch = epoch
+                _say(cfg, _epoch_line(record, cfg.epochs))
+        except KeyboardInterrupt:
+            where = (
+                f"{ckpt_path} holds epoch {saved_epoch} intact"
+                if saved_epoch
+                else "no epoch was complete, so there is no checkpoint yet"
+            )
+            _say(None, f"interrupted in epoch {epoch}; {where}: continue with --resume")
+            raise
+
+    best = max(history, key=lambda r: r["test_acc"]) if history else None
+    return {
+        "out_dir": str(out),
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "multipliers": passes.names(),
+        "epochs": cfg.epochs,
+        "epochs_completed": len(history),
+        "resumed_from": start_epoch if state is not None else None,
+        "final": history[-1] if history else None,
+        "best_test_acc": best["test_acc"] if best else None,
+        "best_epoch": best["epoch"] if best else None,
+        "history": history,
+        "seconds": round(time.perf_counter() - start_time, 3),
+    }
+
+
+def _fmt_loss(x: float | None) -> str:
+    return "nan" if x is None else f"{x:.4f}"
+
+
+def _epoch_line(r: dict[str, Any], epochs: int) -> str:
+    return (
+        f"epoch {r['epoch']}/{epochs}: train loss {_fmt_loss(r['train_loss'])} "
+        f"acc {100 * r['train_acc']:.2f}% | test loss {_fmt_loss(r['test_loss'])} "
+        f"acc {100 * r['test_acc']:.2f}% | lr {r['lr']:.4g} | {r['seconds']:.1f} s "
+        f"({r['samples_per_s']:.0f} img/s)"
+    )
+
+
+# ---------------------------------------------------------------------------- evaluate
+def evaluate(
+    checkpoint: str | os.PathLike[str],
+    multiplier: MultiplierArg,
+    *,
+    dataset: str | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    split: str = "test",
+    batch_size: int = 256,
+    max_samples: int | None = None,
+    include: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate a trained checkpoint with ``multiplier`` in every converted layer.
+
+    Args:
+        checkpoint: A ``checkpoint.pt`` written by :func:`train`, or its run folder.
+        multiplier: Multiplier of the inference products (``"fp32"``: exact).
+        dataset: Dataset name; default: the one the checkpoint was trained on.
+        data_dir: Dataset folder; default: the one used in training, else the defaults.
+        split: ``"test"`` or ``"train"``.
+        batch_size: Samples per forward pass.
+        max_samples: Evaluate the first N samples only.
+        include: Layers to convert (fnmatch patterns); default: as in training.
+        exclude: Layers to keep exact; default: as in training.
+        device: ``"cpu"`` or ``"cuda[:N]"``.
+        threads: CPU threads for the run; ``None``: unchanged.
+
+    Returns:
+        A JSON-serializable dict: ``schema``, ``checkpoint``, ``epoch``, ``model``,
+        ``dataset``, ``split``, ``samples``, ``multiplier`` (name, fingerprint, provenance,
+        error statistics), ``trained_with`` (names per pass), ``loss``, ``accuracy``,
+        ``seconds``.
+
+    Raises:
+        CheckpointError: a missing or damaged checkpoint.
+        TrainError: invalid arguments.
+        DatasetError, MultiplierError: data or multiplier problems.
+    """
+    t0 = time.perf_counter()
+    _check_int("batch_size", batch_size, 1)
+    _check_int("max_samples", max_samples, 1, optional=True)
+    _check_int("threads", threads, 1, optional=True)
+    _check_multiplier("multiplier", multiplier, optional=False)
+    state = load_checkpoint(checkpoint)
+    saved = state["config"]
+    dev = _device(device)
+    passes = PassMultipliers(multiplier)
+    ds_name = dataset or saved["dataset"]
+    if data_dir is None and dataset in (None, saved["dataset"]):
+        data_dir = saved.get("data_dir")
+    inc = _patterns("include", include) if include is not None else saved.get("include")
+    exc = _patterns("exclude", exclude) if exclude is not None else saved.get("exclude")
+    with _thread_settings(threads):
+        data = _load_data(ds_name, data_dir, split, max_samples)
+        model, _ = _build_model(
+            saved["model"], data.num_classes, data.sample_shape, passes, inc, exc
+        )
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc_:
+            raise CheckpointError(
+                f"{checkpoint}: its weights do not fit model {saved['model']!r} with "
+                f"{data.num_classes} classes: {exc_}"
+            ) from None
+        model.to(dev)
+        loss, acc = _evaluate_model(model, data, batch_size=batch_size, device=dev)
+    return {
+        "schema": EVAL_SCHEMA,
+        "checkpoint": str(checkpoint),
+        "epoch": int(state["epoch"]),
+        "model": saved["model"],
+        "dataset": ds_name,
+        "split": split,
+        "samples": len(data),
+        "multiplier": passes.forward.describe(),
+        "trained_with": {role: m["name"] for role, m in state["multipliers"].items()},
+        "loss": _finite(loss),
+        "accuracy": acc,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+# ---------------------------------------------------------------------------- CLI
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_multiplier_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ways to name a forward multiplier: ``--multiplier NAME``, ``--c FILE
+    --function F --mantissa-bits M`` (with ``--language``, ``--rounding``,
+    ``--accept-mismatch``), ``--approxtrain-lut FILE`` and ``--lut FILE.npz``."""
+    g = parser.add_argument_group("the multiplier (name exactly one)")
+    g.add_argument(
+        "--multiplier",
+        metavar="NAME",
+        help="built-in or registered multiplier, e.g. mitchell7; fp32 for exact float32",
+    )
+    g.add_argument("--c", metavar="FILE", help="C/C++ source defining float F(float, float)")
+    g.add_argument("--function", metavar="F", help="function name in --c FILE")
+    g.add_argument("--mantissa-bits", type=int, metavar="M", help="mantissa bits M (1..11)")
+    g.add_argument("--language", choices=["c", "c++"], help="default: from the file suffix")
+    g.add_argument(
+        "--rounding",
+        choices=["truncate", "nearest"],
+        default="truncate",
+        help="how --c operands are reduced to M bits (default: truncate)",
+    )
+    g.add_argument(
+        "--accept-mismatch",
+        action="store_true",
+        help="accept a --c model that fails the decomposability check",
+    )
+    g.add_argument("--approxtrain-lut", metavar="FILE", help="ApproxTrain LUT file NAME_<M>.bin")
+    g.add_argument("--lut", metavar="FILE.npz", help="a multiplier saved by Multiplier.save")
+
+
+def multiplier_from_args(args: argparse.Namespace) -> Multiplier:
+    """The forward multiplier named by :func:`add_multiplier_arguments`' options.
+
+    Raises:
+        TrainError: none or several sources named, or ``--c`` without its companions.
+        MultiplierError: the multiplier cannot be built.
+    """
+    given = [x for x in (args.multiplier, args.c, args.approxtrain_lut, args.lut) if x]
+    if len(given) != 1:
+        raise TrainError(
+            "name exactly one multiplier: --multiplier NAME (fp32 for exact float32), "
+            "--c FILE --function F --mantissa-bits M, --approxtrain-lut FILE or --lut FILE.npz"
+        )
+    if args.c:
+        if not args.function or args.mantissa_bits is None:
+            raise TrainError("--c FILE needs --function F and --mantissa-bits M")
+        return Multiplier.from_c(
+            Path(args.c),
+            args.function,
+            args.mantissa_bits,
+            language=args.language,
+            rounding=args.rounding,
+            accept_mismatch=args.accept_mismatch,
+        )
+    if args.approxtrain_lut:
+        return Multiplier.from_approxtrain_lut(Path(args.approxtrain_lut), args.mantissa_bits)
+    if args.lut:
+        return Multiplier.load(Path(args.lut))
+    return get_multiplier(args.multiplier)
+
+
+def _pass_multiplier(value: str | None) -> Multiplier | None:
+    """``--grad-input`` / ``--grad-weight``: a name, or a saved ``.npz`` multiplier."""
+    if value is None:
+        return None
+    if value.endswith(".npz") and Path(value).is_file():
+        return Multiplier.load(Path(value))
+    return get_multiplier(value)
+
+
+def add_train_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """Add ``approxsim train`` to the top-level subparsers (sets ``action=None``).
+
+    Args:
+        subparsers: What ``ArgumentParser.add_subparsers(dest="command")`` returned.
+
+    Returns:
+        The ``train`` parser.
+    """
+    from approxsim.data import list_datasets
+    from approxsim.models import list_models
+
+    p = subparsers.add_parser(
+        "train",
+        help="train a model with an approximate multiplier",
+        description=(
+            "Train a registered model on a dataset with every linear and convolution layer "
+            "multiplying through a simulated multiplier (forward and both backward GEMMs). "
+            "Writes OUT/config.json, OUT/metrics.jsonl (one line per epoch) and "
+            "OUT/checkpoint.pt (after every epoch; --resume continues a stopped run). "
+            "Progress goes to stderr."
+        ),
+    )
+    p.set_defaults(action=None)
+    p.add_argument("--model", default="lenet5", help=f"one of {', '.join(list_models())}")
+    p.add_argument(
+        "--dataset", default="fashion-mnist", help=f"one of {', '.join(list_datasets())}"
+    )
+    p.add_argument("--epochs", type=_positive_int, default=5, help="epochs (default: 5)")
+    p.add_argument("--out", required=True, metavar="DIR", help="run folder (empty or new)")
+    add_multiplier_arguments(p)
+    g = p.add_argument_group("backward passes")
+    g.add_argument(
+        "--grad-input", metavar="M", help="multiplier of the input-gradient GEMMs (default: same)"
+    )
+    g.add_argument(
+        "--grad-weight", metavar="M", help="multiplier of the weight-gradient GEMMs (default: same)"
+    )
+    h = p.add_argument_group("optimization (defaults: the model's)")
+    h.add_argument("--seed", type=int, default=0, help="seed of weights and data order (0)")
+    h.add_argument("--batch-size", type=_positive_int, help="samples per step (LeNets: 128)")
+    h.add_argument("--lr", type=float, help="learning rate (LeNets: 0.05 with SGD)")
+    h.add_argument("--momentum", type=float, help="SGD momentum (LeNets: 0.9)")
+    h.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty (0)")
+    h.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd (with momentum) or adam")
+    h.add_argument("--schedule", choices=SCHEDULES, default="none", help="lr schedule (none)")
+    r = p.add_argument_group("data and run")
+    r.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's files")
+    r.add_argument(
+        "--max-train-samples", type=_positive_int, metavar="N", help="use the first N only"
+    )
+    r.add_argument(
+        "--max-test-samples", type=_positive_int, metavar="N", help="evaluate the first N only"
+    )
+    r.add_argument(
+        "--include",
+        action="append",
+        metavar="PAT",
+        help="convert only layers matching PAT (fnmatch on names; repeatable)",
+    )
+    r.add_argument(
+        "--exclude", action="append", metavar="PAT", help="keep layers matching PAT exact"
+    )
+    r.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads")
+    r.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    r.add_argument("--resume", action="store_true", help="continue the run in --out")
+    r.add_argument("--overwrite", action="store_true", help="start the run in --out over")
+    r.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+    return p
+
+
+def _error(exc: BaseException) -> int:
+    print(f"approxsim: error: {exc}", file=sys.stderr)
+    return 2
+
+
+_USER_ERRORS = (TrainError, DatasetError, ModelError, MultiplierError, OSError)
+
+
+def run_train_cli(args: argparse.Namespace) -> int:
+    """Run ``approxsim train`` from parsed arguments; returns the exit status.
+
+    Prints a summary to stdout. User errors print one line to stderr and return 2; Ctrl-C
+    returns 130 with the last complete epoch's checkpoint intact.
+    """
+    try:
+        config = TrainConfig(
+            out_dir=args.out,
+            model=args.model,
+            dataset=args.dataset,
+            multiplier=multiplier_from_args(args),
+            grad_input=_pass_multiplier(args.grad_input),
+            grad_weight=_pass_multiplier(args.grad_weight),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            momentum=args.momentum,
+            weight_decay=args.weight_decay,
+            schedule=args.schedule,
+            seed=args.seed,
+            data_dir=args.data_dir,
+            max_train_samples=args.max_train_samples,
+            max_test_samples=args.max_test_samples,
+            include=args.include,
+            exclude=args.exclude,
+            threads=args.threads,
+            device=args.device,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+        result = train(config)
+    except _USER_ERRORS as exc:
+        return _error(exc)
+    except KeyboardInterrupt:
+        print("approxsim: interrupted", file=sys.stderr)
+        return 130
+    final = result["final"]
+    print(f"run          {result['out_dir']}")
+    print(f"model        {result['model']} on {result['dataset']}")
+    names = result["multipliers"]
+    print(
+        "multiplier   "
+        + (
+            names["forward"]
+            if len(set(names.values())) == 1
+            else ", ".join(f"{k}={v}" for k, v in names.items())
+        )
+    )
+    if final is not None:
+        print(
+            f"final        test acc {100 * final['test_acc']:.2f}% (epoch {final['epoch']}), "
+            f"train loss {_fmt_loss(final['train_loss'])}"
+        )
+        print(
+            f"best         test acc {100 * result['best_test_acc']:.2f}% "
+            f"(epoch {result['best_epoch']})"
+        )
+    return 0
+
+
+def add_eval_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """Add ``approxsim eval`` to the top-level subparsers (sets ``action=None``).
+
+    Args:
+        subparsers: What ``ArgumentParser.add_subparsers(dest="command")`` returned.
+
+    Returns:
+        The ``eval`` parser.
+    """
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate a trained checkpoint with a multiplier",
+        description=(
+            "Run a checkpoint written by `approxsim train` over a dataset split with the "
+            "given multiplier in every converted layer (approximate inference)."
+        ),
+    )
+    p.set_defaults(action=None)
+    p.add_argument("--checkpoint", required=True, metavar="FILE", help="checkpoint.pt or run dir")
+    add_multiplier_arguments(p)
+    p.add_argument("--dataset", help="dataset (default: the training dataset)")
+    p.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's files")
+    p.add_argument("--split", choices=["test", "train"], default="test", help="split (test)")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="batch size (256)")
+    p.add_argument("--max-samples", type=_positive_int, metavar="N", help="first N samples only")
+    p.add_argument("--include", action="append", metavar="PAT", help="layers to convert")
+    p.add_argument("--exclude", action="append", metavar="PAT", help="layers to keep exact")
+    p.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return p
+
+
+def run_eval_cli(args: argparse.Namespace) -> int:
+    """Run ``approxsim eval`` from parsed arguments; returns the exit status (2: user error)."""
+    try:
+        result = evaluate(
+            args.checkpoint,
+            multiplier_from_args(args),
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            split=args.split,
+            batch_size=args.batch_size,
+            max_samples=args.max_samples,
+            include=args.include,
+            exclude=args.exclude,
+            device=args.device,
+            threads=args.threads,
+        )
+    except _USER_ERRORS as exc:
+        return _error(exc)
+    except KeyboardInterrupt:
+        print("approxsim: interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    trained = result["trained_with"]
+    print(f"checkpoint   {result['checkpoint']} (epoch {result['epoch']})")
+    print(f"model        {result['model']}, trained with {trained['forward']}")
+    print(f"data         {result['dataset']} {result['split']}, {result['samples']} samples")
+    print(f"multiplier   {result['multiplier']['name']}")
+    print(f"accuracy     {100 * result['accuracy']:.2f}%")
+    print(f"loss         {_fmt_loss(result['loss'])}")
+    return 0
