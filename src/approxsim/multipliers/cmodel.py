@@ -29,6 +29,7 @@ import numpy as np
 
 from approxsim.multipliers import cache
 from approxsim.multipliers.build import (
+    DecomposabilityReport,
     NotDecomposableError,
     check_decomposable,
     mismatch_message,
@@ -406,7 +407,9 @@ def from_c(
 
     def finish(lut: np.ndarray, report: dict[str, Any]) -> Multiplier:
         if report["mismatches"] and not accept_mismatch:
-            raise NotDecomposableError(mismatch_message(label, _Report(report), mantissa_bits))
+            raise NotDecomposableError(
+                mismatch_message(label, DecomposabilityReport(report), mantissa_bits)
+            )
         prov = dict(provenance)
         prov["decomposability"] = report
         prov["accepted_mismatch"] = bool(report["mismatches"])
@@ -444,10 +447,6 @@ def from_c(
                 entry = job.publish(key)
     lut = np.load(entry.path / "lut.npy", allow_pickle=False)
     return finish(lut, entry.meta["decomposability"])
-
-
-class _Report(dict):
-    pass
 
 
 class _BuildJob:

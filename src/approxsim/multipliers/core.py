@@ -401,7 +401,7 @@ class Multiplier:
         return build_from_model(
             _checked_python_model(fn),
             mantissa_bits,
-            name=name or getattr(fn, "__name__", "python_model"),
+            name=name or str(getattr(fn, "__name__", "python_model")),
             rounding=rounding,
             accept_mismatch=accept_mismatch,
             check_samples=check_samples,

@@ -293,8 +293,8 @@ def lut_bmm_cpu(
         w = wbits.view(torch.float32)
         outn = out[bi].numpy()
         sign_b = bb_all[bi] & SIGN_BIT
-        scale = torch.where(zb_all[bi], sign_b, sign_b | (eb_all[bi] << 23))
-        scale = scale.view(torch.float32).numpy()
+        scale_bits = torch.where(zb_all[bi], sign_b, sign_b | (eb_all[bi] << 23))
+        scale = scale_bits.view(torch.float32).numpy()
         ibn = ib_all[bi].numpy()
         n_nt = -(-n // n_tile)
         workers = max(1, torch.get_num_threads())
