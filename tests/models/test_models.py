@@ -24,7 +24,14 @@ from approxsim.models import (
 def test_list_models() -> None:
     assert {"lenet5", "lenet300100"} <= set(list_models())
     assert list_models("lenet*") == ["lenet300100", "lenet5"]
-    assert list_models("resnet*") == []
+    assert list_models("resnet*") == [
+        "resnet18",
+        "resnet18_imagenet",
+        "resnet34",
+        "resnet34_imagenet",
+        "resnet50",
+        "resnet50_imagenet",
+    ]
 
 
 @pytest.mark.parametrize(
