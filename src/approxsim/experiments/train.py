@@ -16,6 +16,14 @@
 :func:`evaluate` runs a trained checkpoint's test set through any multiplier (approximate
 inference of a model trained exactly, or the other way round).
 
+Several processes: launched by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment), or with a
+process group the caller has initialized, :func:`train` trains with
+:class:`~torch.nn.parallel.DistributedDataParallel` (gloo on the CPU, NCCL on CUDA with one GPU
+per process, ``cuda:LOCAL_RANK``). ``batch_size`` stays *global*: every optimizer step takes
+the same samples as a single-process run with the same seed, split across the processes, and
+the loss is weighted so that DDP's gradient average equals the single-process gradient. Epoch
+metrics are summed over the processes; only rank 0 writes files and progress output.
+
 Command line (wired in ``approxsim.cli``): ``approxsim train ...`` and ``approxsim eval ...``
 through :func:`add_train_parser` / :func:`run_train_cli` and :func:`add_eval_parser` /
 :func:`run_eval_cli`.
@@ -29,6 +37,7 @@ import dataclasses
 import datetime
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -46,7 +55,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
+from torch import distributed as dist
 
 from approxsim.data import DatasetError, ImageDataset, dataset_info, load_dataset
 from approxsim.models import ModelError, create_model, model_info, train_defaults
@@ -184,7 +194,10 @@ class TrainConfig:
     """Number of passes over the training set."""
 
     batch_size: int | None = None
-    """Samples per optimizer step; ``None``: the model's default (128 for the LeNets)."""
+    """Samples per optimizer step; ``None``: the model's default (128 for the LeNets). With
+    several processes (torchrun) this is the global batch: each process computes its part
+    (``batch_size / world_size``, rounded up or down), so results do not depend on the
+    number of processes beyond floating-point summation order."""
 
     optimizer: str | None = None
     """``"sgd"`` (with momentum) or ``"adam"``; ``None``: the model's default."""
@@ -476,6 +489,238 @@ def _device(name: str) -> torch.device:
     return dev
 
 
+# ---------------------------------------------------------------------------- processes
+class _PeerError(TrainError):
+    """Raised on the processes that did not fail themselves when another one did.
+
+    The failing process reports its own error; the command line prints nothing for this one,
+    so a failure shows up once, not once per process.
+    """
+
+
+@dataclass
+class _World:
+    """The processes of a run: one (the default) or a ``torch.distributed`` process group."""
+
+    size: int = 1
+    """Number of processes; 1 means no process group and no DDP."""
+
+    rank: int = 0
+    """This process's rank; rank 0 writes the run files and the progress output."""
+
+    backend: str | None = None
+    """``"gloo"`` or ``"nccl"`` when ``size > 1``."""
+
+    owns_group: bool = False
+    """Whether :func:`train` created the process group (and so destroys it)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def describe(self, batch_size: int) -> dict[str, Any]:
+        """The ``distributed`` section of ``config.json``."""
+        return {
+            "world_size": self.size,
+            "backend": self.backend,
+            # batch_size is the number of samples of one optimizer step over all processes.
+            "batch_size_scope": "global",
+            "batch_size_per_process": -(-batch_size // self.size),
+        }
+
+    @contextlib.contextmanager
+    def shared_errors(self) -> Iterator[None]:
+        """Run a block on every process and let all of them fail when one of them fails.
+
+        The block ends with a collective (so it is also a barrier): without it, the other
+        processes would wait in their next collective until the launcher kills them.
+
+        Raises:
+            The process's own exception, or :class:`_PeerError` naming the failed process.
+        """
+        if not self.enabled:
+            yield
+            return
+        failure: Exception | None = None
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - re-raised below once all processes know
+            failure = exc
+        messages: list[Any] = [None] * self.size
+        dist.all_gather_object(
+            messages, None if failure is None else f"{type(failure).__name__}: {failure}"
+        )
+        failed = [r for r, m in enumerate(messages) if m is not None]
+        if not failed:
+            return
+        if failure is not None and (self.is_main or messages[0] is None):
+            raise failure
+        first = failed[0]
+        raise _PeerError(f"process {first} of {self.size} failed: {messages[first]}") from failure
+
+    def sum(self, values: Sequence[float], device: torch.device) -> list[float]:
+        """``values`` summed element-wise over the processes (unchanged with one process)."""
+        if not self.enabled:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return [float(v) for v in t.tolist()]
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """``model`` in :class:`~torch.nn.parallel.DistributedDataParallel` when several
+        processes train; the converted layers are ordinary modules, so DDP's gradient hooks
+        see the gradients the approximate backward GEMMs produce."""
+        if not self.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids, output_device=None)
+
+    def close(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+#: Process groups :func:`train` created in this process (the same count on every rank).
+_GROUPS_CREATED = itertools.count()
+
+
+def _env_int(name: str) -> int | None:
+    text = os.environ.get(name)
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise TrainError(
+            f"environment variable {name}={text!r} is not an integer; launch several "
+            "processes with torchrun, which sets WORLD_SIZE, RANK and LOCAL_RANK"
+        ) from None
+
+
+def _launch() -> tuple[int, int, int] | None:
+    """``(world_size, rank, local_rank)`` of a multi-process launch, else ``None``.
+
+    A process group initialized by the caller wins; otherwise torchrun's environment
+    variables decide (``WORLD_SIZE`` of 1 or unset: a single process).
+    """
+    if dist.is_available() and dist.is_initialized():
+        group_size, group_rank = dist.get_world_size(), dist.get_rank()
+        group_local = _env_int("LOCAL_RANK")
+        if group_size <= 1:
+            return None
+        return group_size, group_rank, group_rank if group_local is None else group_local
+    size = _env_int("WORLD_SIZE")
+    if size is None or size <= 1:
+        return None
+    rank, local = _env_int("RANK"), _env_int("LOCAL_RANK")
+    if rank is None or local is None or not 0 <= rank < size:
+        raise TrainError(
+            f"WORLD_SIZE={size} is set but RANK/LOCAL_RANK are missing or out of range; "
+            "launch several processes with torchrun (torchrun --nproc-per-node N -m approxsim "
+            "train ...), or unset WORLD_SIZE for a single process"
+        )
+    return size, rank, local
+
+
+def _setup_world(device_name: str) -> tuple[_World, torch.device]:
+    """Join the process group of a torchrun launch (if any) and pick this process's device.
+
+    Raises:
+        TrainError: torch.distributed or the backend is missing, an explicit CUDA index
+            under several processes, more processes than GPUs, or a failed rendezvous.
+    """
+    launch = _launch()
+    dev = _device(device_name)
+    if launch is None:
+        return _World(), dev
+    size, rank, local = launch
+    if not dist.is_available():
+        raise TrainError(
+            f"{size} processes were launched but this torch build has no torch.distributed; "
+            "install a build with it or run a single process"
+        )
+    if dev.type == "cuda":
+        if dev.index is not None:
+            raise TrainError(
+                f"device {device_name!r}: with several processes pass --device cuda "
+                "(device='cuda'); each process then uses cuda:LOCAL_RANK"
+            )
+        if local >= torch.cuda.device_count():
+            raise TrainError(
+                f"process with LOCAL_RANK={local} has no GPU: only "
+                f"{torch.cuda.device_count()} visible; start at most that many processes "
+                "per node (--nproc-per-node)"
+            )
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    if dist.is_initialized():
+        return _World(size, rank, dist.get_backend(), owns_group=False), dev
+    available = dist.is_nccl_available() if backend == "nccl" else dist.is_gloo_available()
+    if not available:
+        raise TrainError(
+            f"torch.distributed's {backend} backend is not available in this torch build; "
+            f"{'use --device cpu (gloo)' if backend == 'nccl' else 'install a build with gloo'}"
+        )
+    try:
+        store, _, _ = next(dist.rendezvous("env://", rank, size))
+        # A fresh key prefix per group: after destroy_process_group the launcher's store still
+        # holds the previous group's addresses, and a second train() in the same processes
+        # would read them under the default prefix (connection refused, or a hang).
+        store = dist.PrefixStore(f"approxsim.train/{next(_GROUPS_CREATED)}", store)
+        dist.init_process_group(backend, store=store, world_size=size, rank=rank)
+    except (ValueError, RuntimeError) as exc:
+        raise TrainError(
+            f"process {rank} of {size} could not join the process group ({backend}): {exc}. "
+            "torchrun sets MASTER_ADDR and MASTER_PORT; check that they are reachable"
+        ) from None
+    return _World(size, rank, backend, owns_group=True), dev
+
+
+def _shard_batches(
+    n: int, batch_size: int, generator: torch.Generator, world: _World
+) -> Iterator[tuple[Tensor, float, int]]:
+    """This process's part of every batch of one epoch in the single-process order.
+
+    The epoch's order is the single-process one (``randperm`` of ``generator``); each global
+    batch of ``batch_size`` samples is cut into ``world.size`` contiguous parts whose sizes
+    differ by at most one, and process ``r`` takes part ``r``. A last batch with fewer
+    samples than processes is skipped by all of them (DDP needs every process in every
+    step).
+
+    Yields:
+        ``(indices, loss_scale, global_batch)``: the sample indices of this process,
+        the factor for its mean loss that makes DDP's gradient average the mean over the
+        global batch (``size * part / global_batch``; exactly 1.0 when the parts are equal),
+        and the global batch's size.
+    """
+    order = torch.randperm(n, generator=generator)
+    size, rank = world.size, world.rank
+    for start in range(0, n, batch_size):
+        m = min(batch_size, n - start)
+        if m < size:
+            break
+        base, extra = divmod(m, size)
+        lo = start + rank * base + min(rank, extra)
+        part = base + (1 if rank < extra else 0)
+        yield order[lo : lo + part], size * part / m, m
+
+
+def _shard_span(n: int, world: _World) -> tuple[int, int]:
+    """The contiguous ``[lo, hi)`` range of ``n`` samples this process evaluates."""
+    base, extra = divmod(n, world.size)
+    lo = world.rank * base + min(world.rank, extra)
+    return lo, lo + base + (1 if world.rank < extra else 0)
+
+
 # ---------------------------------------------------------------------------- progress
 class _Progress:
     """A per-epoch progress bar on stderr: tqdm when installed, else a one-line fallback."""
@@ -537,14 +782,27 @@ class _Progress:
             sys.stderr.flush()
 
 
-def _say(config: TrainConfig | None, line: str) -> None:
-    if config is None or config.progress:
+def _say(enabled: bool, line: str) -> None:
+    if enabled:
         print(line, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------- epochs
 def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
+
+
+def _epoch_batches(
+    data: ImageDataset, batch_size: int, generator: torch.Generator, world: _World
+) -> Iterator[tuple[Tensor, Tensor, float, int]]:
+    """``(images, labels, loss_scale, global_batch)`` of one epoch for this process."""
+    if not world.enabled:
+        for x, y in data.batches(batch_size, shuffle=True, generator=generator):
+            yield x, y, 1.0, int(y.shape[0])
+        return
+    for idx, scale, m in _shard_batches(len(data), batch_size, generator, world):
+        x, y = data.batch(idx)
+        yield x, y, scale, m
 
 
 def _train_one_epoch(
@@ -556,28 +814,74 @@ def _train_one_epoch(
     generator: torch.Generator,
     device: torch.device,
     bar: _Progress,
-) -> tuple[float, float]:
-    """One pass over ``data``; returns (mean loss, accuracy) over the epoch's batches."""
+    world: _World,
+) -> tuple[float, int, int]:
+    """One pass over ``data`` (this process's share of it).
+
+    Returns:
+        ``(loss_sum, correct, samples)`` over this process's samples; the sums of several
+        processes add up to the epoch's.
+    """
     model.train()
     total_loss = 0.0
     correct = 0
     seen = 0
-    for x, y in data.batches(batch_size, shuffle=True, generator=generator):
+    for x, y, scale, global_n in _epoch_batches(data, batch_size, generator, world):
         x, y = x.to(device), y.to(device)
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # DDP averages the processes' gradients; unequal parts need their mean loss weighted
+        # so that the average is the mean over the global batch.
+        (loss if scale == 1.0 else loss * scale).backward()
         optimizer.step()
         n = int(y.shape[0])
         total_loss += float(loss.detach()) * n
         correct += int((logits.detach().argmax(dim=1) == y).sum())
         seen += n
-        bar.update(n, total_loss / seen, correct / seen)
-    return total_loss / max(seen, 1), correct / max(seen, 1)
+        bar.update(global_n, total_loss / seen, correct / seen)
+    return total_loss, correct, seen
 
 
 @torch.no_grad()
+def _evaluate_sums(
+    model: nn.Module,
+    data: ImageDataset,
+    *,
+    batch_size: int,
+    device: torch.device,
+    progress: bool = False,
+    desc: str = "eval",
+    span: tuple[int, int] | None = None,
+) -> tuple[float, int, int]:
+    """``(loss_sum, correct, samples)`` of ``model`` in eval mode on ``data`` (or on the
+    samples ``span = (lo, hi)`` of it)."""
+    was_training = model.training
+    model.eval()
+    total_loss = 0.0
+    correct = 0
+    lo, hi = (0, len(data)) if span is None else span
+    bar = _Progress(hi - lo, desc, progress)
+    batches: Iterable[tuple[Tensor, Tensor]] = (
+        data.batches(batch_size)
+        if span is None
+        else (
+            data.batch(torch.arange(i, min(i + batch_size, hi))) for i in range(lo, hi, batch_size)
+        )
+    )
+    try:
+        for x, y in batches:
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == y).sum())
+            bar.update(int(y.shape[0]))
+    finally:
+        bar.close()
+        model.train(was_training)
+    return total_loss, correct, hi - lo
+
+
 def _evaluate_model(
     model: nn.Module,
     data: ImageDataset,
@@ -588,22 +892,10 @@ def _evaluate_model(
     desc: str = "eval",
 ) -> tuple[float, float]:
     """(mean loss, accuracy) of ``model`` on ``data`` in eval mode."""
-    was_training = model.training
-    model.eval()
-    total_loss = 0.0
-    correct = 0
-    bar = _Progress(len(data), desc, progress)
-    try:
-        for x, y in data.batches(batch_size):
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
-            total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(dim=1) == y).sum())
-            bar.update(int(y.shape[0]))
-    finally:
-        bar.close()
-        model.train(was_training)
-    n = max(len(data), 1)
+    total_loss, correct, n = _evaluate_sums(
+        model, data, batch_size=batch_size, device=device, progress=progress, desc=desc
+    )
+    n = max(n, 1)
     return total_loss / n, correct / n
 
 
@@ -711,8 +1003,10 @@ def _run_metadata(
     train_set: ImageDataset,
     test_set: ImageDataset,
     device: torch.device,
+    world: _World,
 ) -> dict[str, Any]:
     """The contents of ``config.json``."""
+    assert cfg.batch_size is not None  # resolved
     return {
         "schema": CONFIG_SCHEMA,
         "created": _now(),
@@ -730,6 +1024,7 @@ def _run_metadata(
             "test_samples": len(test_set),
             "classes": list(train_set.classes),
         },
+        "distributed": world.describe(cfg.batch_size),
         "environment": _environment(device),
     }
 
@@ -845,6 +1140,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
     after each epoch (with the same approximate forward pass), and writes ``config.json``,
     ``metrics.jsonl`` and ``checkpoint.pt`` in ``config.out_dir``.
 
+    Under ``torchrun`` (``WORLD_SIZE`` > 1), or inside a process group the caller has
+    initialized, every process runs this function: the converted model is wrapped in
+    :class:`~torch.nn.parallel.DistributedDataParallel`, ``batch_size`` is the global batch
+    (each process takes its contiguous part of every batch of the single-process order), the
+    test set is split across the processes, the epoch metrics are summed over them, and only
+    rank 0 writes files and progress output. All processes load the checkpoint on resume. A
+    process group this function created is destroyed when it returns or fails.
+
     Interrupting (Ctrl-C) leaves the checkpoint of the last complete epoch intact; the
     ``KeyboardInterrupt`` propagates after a note on stderr.
 
@@ -854,110 +1157,157 @@ def train(config: TrainConfig) -> dict[str, Any]:
     Returns:
         A summary: ``out_dir``, ``model``, ``dataset``, ``multipliers`` (names per pass),
         ``epochs``, ``epochs_completed``, ``resumed_from`` (epoch or ``None``), ``final``
-        (last epoch's record), ``best_test_acc``, ``best_epoch``, ``history`` (all records)
-        and ``seconds`` (this call's wall time).
+        (last epoch's record), ``best_test_acc``, ``best_epoch``, ``history`` (all records),
+        ``seconds`` (this call's wall time), ``world_size`` and ``rank`` (1 and 0 for a
+        single process).
 
     Raises:
         TrainError: a non-empty ``out_dir`` without ``resume``/``overwrite``, settings that
-            differ from the checkpoint being resumed, a model that does not fit the data.
+            differ from the checkpoint being resumed, a model that does not fit the data, a
+            multi-process launch that cannot start (also raised on the processes whose peer
+            failed).
         CheckpointError: the checkpoint to resume from is damaged.
         DatasetError, ModelError, MultiplierError: data, model or multiplier problems.
     """
     start_time = time.perf_counter()
     cfg = config.resolve()
+    world, device = _setup_world(cfg.device)
+    try:
+        return _train(cfg, world, device, start_time)
+    finally:
+        world.close()
+
+
+def _train(
+    cfg: TrainConfig, world: _World, device: torch.device, start_time: float
+) -> dict[str, Any]:
+    """:func:`train` after the process group (if any) is up."""
     assert cfg.batch_size is not None
     out = Path(cfg.out_dir)
     passes = cfg.passes()
     ckpt_path = out / CHECKPOINT_FILE
     metrics_path = out / METRICS_FILE
-    device = _device(cfg.device)
+    main = world.is_main
+    verbose = cfg.progress and main
 
     state: dict[str, Any] | None = None
-    if cfg.resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        _check_resumable(state, cfg, passes, out)
-    else:
-        _prepare_out_dir(out, cfg)
+    with world.shared_errors():
+        # Every process reads the checkpoint it resumes from; only rank 0 touches the folder.
+        if cfg.resume and ckpt_path.exists():
+            state = load_checkpoint(ckpt_path)
+            _check_resumable(state, cfg, passes, out)
+        elif main:
+            _prepare_out_dir(out, cfg)
 
     with _thread_settings(cfg.threads):
-        train_set = _load_data(cfg.dataset, cfg.data_dir, "train", cfg.max_train_samples)
-        test_set = _load_data(cfg.dataset, cfg.data_dir, "test", cfg.max_test_samples)
-        _seed_everything(cfg.seed)
-        model, converted = _build_model(
-            cfg.model,
-            train_set.num_classes,
-            train_set.sample_shape,
-            passes,
-            cfg.include,  # type: ignore[arg-type]
-            cfg.exclude,  # type: ignore[arg-type]
-        )
-        model.to(device)
-        optimizer = _make_optimizer(cfg, model)
-        scheduler = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-            if cfg.schedule == "cosine"
-            else None
-        )
-
-        def metadata() -> dict[str, Any]:
-            return _run_metadata(cfg, passes, model, converted, train_set, test_set, device)
-
-        history: list[dict[str, Any]] = []
-        start_epoch = 0
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            history = list(state["history"])
-            start_epoch = int(state["epoch"])
-            _set_rng_state(state["rng"])
-            # metrics.jsonl may hold a line of the epoch that was interrupted: the
-            # checkpoint's history is the truth.
-            _write_metrics(metrics_path, history)
-            meta = _read_json(out / CONFIG_FILE) or metadata()
-            meta["config"] = cfg.to_dict()  # epochs may have grown
-            meta.setdefault("resumed", []).append({"after_epoch": start_epoch, "time": _now()})
-            _write_json(out / CONFIG_FILE, meta)
-            _say(cfg, f"resuming {out} after epoch {start_epoch}/{cfg.epochs}")
-        else:
-            _write_json(out / CONFIG_FILE, metadata())
-            _write_metrics(metrics_path, [])
-            _say(
-                cfg,
-                f"training {cfg.model} on {cfg.dataset} ({len(train_set)} train / "
-                f"{len(test_set)} test samples) with multiplier {passes!r}"
-                + (f", {len(converted)} layers converted" if converted else " (exact float32)")
-                + f" -> {out}",
+        with world.shared_errors():
+            train_set = _load_data(cfg.dataset, cfg.data_dir, "train", cfg.max_train_samples)
+            test_set = _load_data(cfg.dataset, cfg.data_dir, "test", cfg.max_test_samples)
+            _seed_everything(cfg.seed)
+            model, converted = _build_model(
+                cfg.model,
+                train_set.num_classes,
+                train_set.sample_shape,
+                passes,
+                cfg.include,  # type: ignore[arg-type]
+                cfg.exclude,  # type: ignore[arg-type]
             )
+            model.to(device)
+            optimizer = _make_optimizer(cfg, model)
+            scheduler = (
+                torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+                if cfg.schedule == "cosine"
+                else None
+            )
+
+            def metadata() -> dict[str, Any]:
+                return _run_metadata(
+                    cfg, passes, model, converted, train_set, test_set, device, world
+                )
+
+            history: list[dict[str, Any]] = []
+            start_epoch = 0
+            if state is not None:
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                if scheduler is not None:
+                    scheduler.load_state_dict(state["scheduler"])
+                history = list(state["history"])
+                start_epoch = int(state["epoch"])
+                _set_rng_state(state["rng"])
+                if main:
+                    # metrics.jsonl may hold a line of the epoch that was interrupted: the
+                    # checkpoint's history is the truth.
+                    _write_metrics(metrics_path, history)
+                    meta = _read_json(out / CONFIG_FILE) or metadata()
+                    meta["config"] = cfg.to_dict()  # epochs may have grown
+                    meta["distributed"] = world.describe(cfg.batch_size)
+                    resumed: dict[str, Any] = {"after_epoch": start_epoch, "time": _now()}
+                    if world.enabled:
+                        resumed["world_size"] = world.size
+                    meta.setdefault("resumed", []).append(resumed)
+                    _write_json(out / CONFIG_FILE, meta)
+                _say(verbose, f"resuming {out} after epoch {start_epoch}/{cfg.epochs}")
+            elif main:
+                _write_json(out / CONFIG_FILE, metadata())
+                _write_metrics(metrics_path, [])
+                _say(
+                    verbose,
+                    f"training {cfg.model} on {cfg.dataset} ({len(train_set)} train / "
+                    f"{len(test_set)} test samples) with multiplier {passes!r}"
+                    + (f", {len(converted)} layers converted" if converted else " (exact float32)")
+                    + (
+                        f", {world.size} processes ({world.backend}; batch {cfg.batch_size} = "
+                        f"up to {world.describe(cfg.batch_size)['batch_size_per_process']} "
+                        "per process)"
+                        if world.enabled
+                        else ""
+                    )
+                    + f" -> {out}",
+                )
+        # Wrapped after convert_model and after loading the checkpoint: DDP broadcasts rank
+        # 0's parameters at construction and hooks the gradients of the converted layers.
+        train_model = world.wrap(model, device)
+        test_span = _shard_span(len(test_set), world) if world.enabled else None
 
         epoch = saved_epoch = start_epoch
         try:
             for epoch in range(start_epoch + 1, cfg.epochs + 1):
                 t0 = time.perf_counter()
                 lr = float(optimizer.param_groups[0]["lr"])
-                bar = _Progress(len(train_set), f"epoch {epoch}/{cfg.epochs}", cfg.progress)
+                bar = _Progress(len(train_set), f"epoch {epoch}/{cfg.epochs}", verbose)
                 try:
-                    train_loss, train_acc = _train_one_epoch(
-                        model,
+                    train_sums = _train_one_epoch(
+                        train_model,
                         optimizer,
                         train_set,
                         batch_size=cfg.batch_size,
                         generator=_epoch_generator(cfg.seed, epoch),
                         device=device,
                         bar=bar,
+                        world=world,
                     )
                 finally:
                     bar.close()
                 train_seconds = time.perf_counter() - t0
-                test_loss, test_acc = _evaluate_model(
+                # The unwrapped model: every process evaluates its own part of the test set,
+                # and DDP's forward would expect the same number of calls on all of them.
+                test_sums = _evaluate_sums(
                     model,
                     test_set,
                     batch_size=_eval_batch_size(cfg.batch_size),
                     device=device,
-                    progress=cfg.progress,
+                    progress=verbose,
                     desc=f"test {epoch}/{cfg.epochs}",
+                    span=test_span,
                 )
+                # One all-reduce for both; it is also the barrier before rank 0 saves.
+                loss_sum, correct, seen, t_loss_sum, t_correct, t_seen = world.sum(
+                    (*train_sums, *test_sums), device
+                )
+                seen, t_seen = max(seen, 1), max(t_seen, 1)
+                train_loss, train_acc = loss_sum / seen, correct / seen
+                test_loss, test_acc = t_loss_sum / t_seen, t_correct / t_seen
                 if scheduler is not None:
                     scheduler.step()
                 seconds = time.perf_counter() - t0
@@ -969,40 +1319,30 @@ def train(config: TrainConfig) -> dict[str, Any]:
                     "test_acc": test_acc,
                     "seconds": round(seconds, 3),
                     "lr": lr,
-                    "samples_per_s": round(len(train_set) / max(train_seconds, 1e-9), 1),
+                    "samples_per_s": round(
+                        (seen if world.enabled else len(train_set)) / max(train_seconds, 1e-9),
+                        1,
+                    ),
                 }
                 history.append(record)
-                _append_metrics(metrics_path, record)
-                save_checkpoint(
-                    ckpt_path,
-                    {
-                        "format": _CHECKPOINT_FORMAT,
-                        "epoch": epoch,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                        "rng": _rng_state(),
-                        "config": cfg.to_dict(),
-                        "multipliers": {
-                            role: {"name": m.name, "fingerprint": m.fingerprint}
-                            for role, m in (
-                                ("forward", passes.forward),
-                                ("grad_input", passes.grad_input),
-                                ("grad_weight", passes.grad_weight),
-                            )
-                        },
-                        "history": history,
-                    },
-                )
+                with world.shared_errors():  # the barrier after rank 0's writes
+                    if main:
+                        _append_metrics(metrics_path, record)
+                        save_checkpoint(
+                            ckpt_path,
+                            _checkpoint_state(
+                                cfg, passes, epoch, model, optimizer, scheduler, history
+                            ),
+                        )
                 saved_epoch = epoch
-                _say(cfg, _epoch_line(record, cfg.epochs))
+                _say(verbose, _epoch_line(record, cfg.epochs))
         except KeyboardInterrupt:
             where = (
                 f"{ckpt_path} holds epoch {saved_epoch} intact"
                 if saved_epoch
                 else "no epoch was complete, so there is no checkpoint yet"
             )
-            _say(None, f"interrupted in epoch {epoch}; {where}: continue with --resume")
+            _say(main, f"interrupted in epoch {epoch}; {where}: continue with --resume")
             raise
 
     best = max(history, key=lambda r: r["test_acc"]) if history else None
@@ -1019,6 +1359,38 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "best_epoch": best["epoch"] if best else None,
         "history": history,
         "seconds": round(time.perf_counter() - start_time, 3),
+        "world_size": world.size,
+        "rank": world.rank,
+    }
+
+
+def _checkpoint_state(
+    cfg: TrainConfig,
+    passes: PassMultipliers,
+    epoch: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """What ``checkpoint.pt`` holds after ``epoch`` (``model`` unwrapped: no DDP prefix)."""
+    return {
+        "format": _CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "rng": _rng_state(),
+        "config": cfg.to_dict(),
+        "multipliers": {
+            role: {"name": m.name, "fingerprint": m.fingerprint}
+            for role, m in (
+                ("forward", passes.forward),
+                ("grad_input", passes.grad_input),
+                ("grad_weight", passes.grad_weight),
+            )
+        },
+        "history": history,
     }
 
 
@@ -1222,7 +1594,9 @@ def add_train_parser(
             "multiplying through a simulated multiplier (forward and both backward GEMMs). "
             "Writes OUT/config.json, OUT/metrics.jsonl (one line per epoch) and "
             "OUT/checkpoint.pt (after every epoch; --resume continues a stopped run). "
-            "Progress goes to stderr."
+            "Progress goes to stderr. Under torchrun (torchrun --nproc-per-node N -m approxsim "
+            "train ...) the processes train with DistributedDataParallel; --batch-size is then "
+            "the global batch, split across them, and only rank 0 writes files and output."
         ),
     )
     p.set_defaults(action=None)
@@ -1242,7 +1616,11 @@ def add_train_parser(
     )
     h = p.add_argument_group("optimization (defaults: the model's)")
     h.add_argument("--seed", type=int, default=0, help="seed of weights and data order (0)")
-    h.add_argument("--batch-size", type=_positive_int, help="samples per step (LeNets: 128)")
+    h.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help="samples per step, over all processes (LeNets: 128)",
+    )
     h.add_argument("--lr", type=float, help="learning rate (LeNets: 0.05 with SGD)")
     h.add_argument("--momentum", type=float, help="SGD momentum (LeNets: 0.9)")
     h.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty (0)")
@@ -1273,9 +1651,18 @@ def add_train_parser(
     return p
 
 
-def _error(exc: BaseException) -> int:
-    print(f"approxsim: error: {exc}", file=sys.stderr)
+def _error(exc: BaseException, rank: int = 0) -> int:
+    where = f" (process {rank})" if rank else ""
+    print(f"approxsim: error{where}: {exc}", file=sys.stderr)
     return 2
+
+
+def _launch_rank() -> int:
+    """This process's rank under torchrun (0 for a single process or unreadable variables)."""
+    try:
+        return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    except ValueError:
+        return 0
 
 
 _USER_ERRORS = (TrainError, DatasetError, ModelError, MultiplierError, OSError)
@@ -1315,11 +1702,16 @@ def run_train_cli(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
         result = train(config)
+    except _PeerError:
+        return 2  # the process that failed printed the error
     except _USER_ERRORS as exc:
-        return _error(exc)
+        return _error(exc, _launch_rank())
     except KeyboardInterrupt:
-        print("approxsim: interrupted", file=sys.stderr)
+        if _launch_rank() == 0:
+            print("approxsim: interrupted", file=sys.stderr)
         return 130
+    if result["rank"] != 0:
+        return 0  # rank 0 prints the summary
     final = result["final"]
     print(f"run          {result['out_dir']}")
     print(f"model        {result['model']} on {result['dataset']}")
