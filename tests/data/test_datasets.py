@@ -51,14 +51,14 @@ def tiny_root(tmp_path: Path) -> Path:
 
 
 def test_list_datasets() -> None:
-    assert list_datasets() == ["fashion-mnist", "mnist"]
+    assert {"fashion-mnist", "mnist"} <= set(list_datasets())
     assert list_datasets("fash*") == ["fashion-mnist"]
     info = dataset_info("fashion-mnist")
     assert info["classes"][0] == "T-shirt/top" and info["image_shape"] == [1, 28, 28]
 
 
 def test_unknown_dataset_lists_names() -> None:
-    with pytest.raises(UnknownDatasetError, match="available: fashion-mnist, mnist"):
+    with pytest.raises(UnknownDatasetError, match="available: .*fashion-mnist, .*mnist"):
         load_dataset("cifar-1000")
 
 

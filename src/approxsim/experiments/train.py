@@ -209,12 +209,14 @@ class TrainConfig:
     momentum: float | None = None
     """SGD momentum in [0, 1); ``None``: the model's default (0.9). Unused by Adam."""
 
-    weight_decay: float = 0.0
-    """L2 penalty added by the optimizer."""
+    weight_decay: float | None = None
+    """L2 penalty added by the optimizer; ``None``: the model's default (0 for the LeNets,
+    5e-4 for the CIFAR ResNets)."""
 
-    schedule: str = "none"
+    schedule: str | None = None
     """Learning-rate schedule: ``"none"`` (constant) or ``"cosine"`` (cosine annealing to 0
-    over ``epochs``, stepped once per epoch)."""
+    over ``epochs``, stepped once per epoch); ``None``: the model's default (none for the
+    LeNets, cosine for the ResNets)."""
 
     seed: int = 0
     """Seeds Python, NumPy and torch (weights) and the data order (shuffle of epoch ``e``
@@ -271,8 +273,9 @@ class TrainConfig:
             _check_float("lr", self.lr, positive=True)
         if self.momentum is not None:
             _check_float("momentum", self.momentum, upper=1.0)
-        _check_float("weight_decay", self.weight_decay)
-        if self.schedule not in SCHEDULES:
+        if self.weight_decay is not None:
+            _check_float("weight_decay", self.weight_decay)
+        if self.schedule is not None and self.schedule not in SCHEDULES:
             raise TrainError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         _check_int("seed", self.seed, 0)
         if self.seed >= _SEED_LIMIT:
@@ -312,6 +315,8 @@ class TrainConfig:
             optimizer=optimizer,
             lr=float(lr),
             momentum=float(momentum),
+            weight_decay=float(d.weight_decay if self.weight_decay is None else self.weight_decay),
+            schedule=d.schedule if self.schedule is None else self.schedule,
         )
 
     def passes(self) -> PassMultipliers:
@@ -801,7 +806,9 @@ def _epoch_batches(
             yield x, y, 1.0, int(y.shape[0])
         return
     for idx, scale, m in _shard_batches(len(data), batch_size, generator, world):
-        x, y = data.batch(idx)
+        # Each rank draws its slice's augmentation from the shared per-epoch generator, after
+        # the order: deterministic per (seed, epoch, world size).
+        x, y = data.batch(idx, augment=data.augments, generator=generator)
         yield x, y, scale, m
 
 
@@ -934,13 +941,17 @@ def _build_model(
     exclude: Sequence[str] | None,
 ) -> tuple[nn.Module, list[dict[str, str]]]:
     """Create the model, check it takes the data's images, convert it unless all-exact."""
-    want = tuple(model_info(name)["input_shape"])
-    if want != tuple(sample_shape):
+    info = model_info(name)
+    want = tuple(info["input_shape"])
+    channels_ok = info["any_in_channels"] or want[0] == sample_shape[0]
+    size_ok = info["any_image_size"] or want[1:] == tuple(sample_shape[1:])
+    if not (channels_ok and size_ok):
         raise TrainError(
             f"model {name!r} takes images of shape {want} but the dataset's are "
             f"{tuple(sample_shape)}; pick a model made for this dataset"
         )
-    model = create_model(name, num_classes=num_classes)
+    extra = {"in_channels": sample_shape[0]} if info["any_in_channels"] else {}
+    model = create_model(name, num_classes=num_classes, **extra)
     if passes.all_exact:
         return model, []
     from approxsim.convert import conversion_report, convert_model
@@ -961,6 +972,7 @@ def _build_model(
 
 def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     assert cfg.lr is not None and cfg.momentum is not None  # resolved
+    assert cfg.weight_decay is not None
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(
@@ -1623,9 +1635,15 @@ def add_train_parser(
     )
     h.add_argument("--lr", type=float, help="learning rate (LeNets: 0.05 with SGD)")
     h.add_argument("--momentum", type=float, help="SGD momentum (LeNets: 0.9)")
-    h.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty (0)")
+    h.add_argument(
+        "--weight-decay", type=float, help="L2 penalty (model default: LeNets 0, ResNets 5e-4)"
+    )
     h.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd (with momentum) or adam")
-    h.add_argument("--schedule", choices=SCHEDULES, default="none", help="lr schedule (none)")
+    h.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        help="lr schedule (model default: LeNets none, ResNets cosine)",
+    )
     r = p.add_argument_group("data and run")
     r.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's files")
     r.add_argument(
