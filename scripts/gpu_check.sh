@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One prepared run for a machine with a GPU: set up, test the compiled Triton kernels against the
+# CPU specification, then benchmark approximate vs native (TF32 off and on). Results go to
+# ${OUT:-gpu-results}/ (JSON + logs) so they can be copied into docs/bench/. PyTorch must be a
+# CUDA build there: set APPROXSIM_TORCH (e.g. torch==2.14.1) when the default is a CPU build.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-gpu-results}"
+mkdir -p "$OUT"
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+APPROXSIM_SKIP_DATA=1 bash scripts/setup.sh > "$OUT/setup.log" 2>&1 || { tail -20 "$OUT/setup.log"; exit 1; }
+.venv/bin/python -m pip install -q "triton>=3.0" >> "$OUT/setup.log" 2>&1
+.venv/bin/python -m pytest -q tests/ops/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log" | tail -5
+A=.venv/bin/approxsim
+$A bench ops --device cuda --reps 5 --json "$OUT/gpu-ops.json" 2>"$OUT/bench.err" | tee "$OUT/gpu-ops.txt"
+$A bench ops --device cuda --reps 5 --tf32 --json "$OUT/gpu-ops-tf32.json" 2>>"$OUT/bench.err" \
+    | tee "$OUT/gpu-ops-tf32.txt"
+echo "gpu_check: results in $OUT"
