@@ -18,35 +18,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from approxsim.multipliers.cliargs import add_multiplier_arguments, multiplier_from_args
+
 __all__ = ["main", "build_parser"]
 
 
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
-
-
-def _add_multiplier_source(p: argparse.ArgumentParser, *, positional: bool) -> None:
-    if positional:
-        p.add_argument("name", nargs="?", help="built-in or registered multiplier name")
-    g = p.add_argument_group("a multiplier from a C/C++ functional model")
-    g.add_argument("--c", metavar="FILE", help="C/C++ source defining float F(float, float)")
-    g.add_argument("--function", metavar="F", help="function name in --c FILE")
-    g.add_argument("--mantissa-bits", type=int, metavar="M", help="mantissa bits M (1..11)")
-    g.add_argument("--language", choices=["c", "c++"], help="default: from the file suffix")
-    g.add_argument(
-        "--rounding",
-        choices=["truncate", "nearest"],
-        default="truncate",
-        help="how operands are reduced to M bits (default: truncate)",
-    )
-    g.add_argument(
-        "--accept-mismatch",
-        action="store_true",
-        help="accept a model that fails the decomposability check (rate is recorded)",
-    )
-    g2 = p.add_argument_group("a multiplier from a LUT file")
-    g2.add_argument("--approxtrain-lut", metavar="FILE", help="ApproxTrain LUT file NAME_<M>.bin")
-    g2.add_argument("--lut", metavar="FILE.npz", help="a multiplier saved by Multiplier.save")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="error statistics of one multiplier (and a heat map with --plot)",
         description="Print a multiplier's error statistics over its mantissa grid.",
     )
-    _add_multiplier_source(show, positional=True)
+    add_multiplier_arguments(show, positional=True)
     show.add_argument("--plot", metavar="FILE.png", help="write a relative-error heat map")
     show.add_argument("--json", action="store_true", help="print JSON instead of a table")
     show.add_argument("--save", metavar="FILE.npz", help="save the multiplier for later runs")
@@ -88,43 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_parser(sub)
     add_bench_parser(sub)
     return parser
-
-
-def multiplier_from_args(args: argparse.Namespace):  # -> Multiplier
-    """Resolve the multiplier named by CLI arguments (name, --c, --approxtrain-lut, --lut)."""
-    from approxsim.multipliers import Multiplier, get_multiplier
-
-    given = [
-        x
-        for x in (
-            getattr(args, "name", None),
-            args.c,
-            args.approxtrain_lut,
-            args.lut,
-        )
-        if x
-    ]
-    if len(given) != 1:
-        raise CLIError(
-            "name exactly one multiplier: a NAME, --c FILE --function F --mantissa-bits M, "
-            "--approxtrain-lut FILE or --lut FILE.npz"
-        )
-    if args.c:
-        if not args.function or args.mantissa_bits is None:
-            raise CLIError("--c FILE needs --function F and --mantissa-bits M")
-        return Multiplier.from_c(
-            Path(args.c),
-            args.function,
-            args.mantissa_bits,
-            language=args.language,
-            rounding=args.rounding,
-            accept_mismatch=args.accept_mismatch,
-        )
-    if args.approxtrain_lut:
-        return Multiplier.from_approxtrain_lut(Path(args.approxtrain_lut), args.mantissa_bits)
-    if args.lut:
-        return Multiplier.load(Path(args.lut))
-    return get_multiplier(args.name)
 
 
 def _pct(x: float, signed: bool = True) -> str:

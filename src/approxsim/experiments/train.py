@@ -61,6 +61,7 @@ from torch import distributed as dist
 from approxsim.data import DatasetError, ImageDataset, dataset_info, load_dataset
 from approxsim.models import ModelError, create_model, model_info, train_defaults
 from approxsim.multipliers import Multiplier, MultiplierError, get_multiplier
+from approxsim.multipliers.cliargs import add_multiplier_arguments, multiplier_from_args
 from approxsim.ops import PassMultipliers
 
 __all__ = [
@@ -1513,66 +1514,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
-
-
-def add_multiplier_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ways to name a forward multiplier: ``--multiplier NAME``, ``--c FILE
-    --function F --mantissa-bits M`` (with ``--language``, ``--rounding``,
-    ``--accept-mismatch``), ``--approxtrain-lut FILE`` and ``--lut FILE.npz``."""
-    g = parser.add_argument_group("the multiplier (name exactly one)")
-    g.add_argument(
-        "--multiplier",
-        metavar="NAME",
-        help="built-in or registered multiplier, e.g. mitchell7; fp32 for exact float32",
-    )
-    g.add_argument("--c", metavar="FILE", help="C/C++ source defining float F(float, float)")
-    g.add_argument("--function", metavar="F", help="function name in --c FILE")
-    g.add_argument("--mantissa-bits", type=int, metavar="M", help="mantissa bits M (1..11)")
-    g.add_argument("--language", choices=["c", "c++"], help="default: from the file suffix")
-    g.add_argument(
-        "--rounding",
-        choices=["truncate", "nearest"],
-        default="truncate",
-        help="how --c operands are reduced to M bits (default: truncate)",
-    )
-    g.add_argument(
-        "--accept-mismatch",
-        action="store_true",
-        help="accept a --c model that fails the decomposability check",
-    )
-    g.add_argument("--approxtrain-lut", metavar="FILE", help="ApproxTrain LUT file NAME_<M>.bin")
-    g.add_argument("--lut", metavar="FILE.npz", help="a multiplier saved by Multiplier.save")
-
-
-def multiplier_from_args(args: argparse.Namespace) -> Multiplier:
-    """The forward multiplier named by :func:`add_multiplier_arguments`' options.
-
-    Raises:
-        TrainError: none or several sources named, or ``--c`` without its companions.
-        MultiplierError: the multiplier cannot be built.
-    """
-    given = [x for x in (args.multiplier, args.c, args.approxtrain_lut, args.lut) if x]
-    if len(given) != 1:
-        raise TrainError(
-            "name exactly one multiplier: --multiplier NAME (fp32 for exact float32), "
-            "--c FILE --function F --mantissa-bits M, --approxtrain-lut FILE or --lut FILE.npz"
-        )
-    if args.c:
-        if not args.function or args.mantissa_bits is None:
-            raise TrainError("--c FILE needs --function F and --mantissa-bits M")
-        return Multiplier.from_c(
-            Path(args.c),
-            args.function,
-            args.mantissa_bits,
-            language=args.language,
-            rounding=args.rounding,
-            accept_mismatch=args.accept_mismatch,
-        )
-    if args.approxtrain_lut:
-        return Multiplier.from_approxtrain_lut(Path(args.approxtrain_lut), args.mantissa_bits)
-    if args.lut:
-        return Multiplier.load(Path(args.lut))
-    return get_multiplier(args.multiplier)
 
 
 def _pass_multiplier(value: str | None) -> Multiplier | None:
