@@ -24,7 +24,10 @@ _PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 
 
 class _ApproxConvMixin(ApproxModule):
-    """from_float / to_float / repr shared by the approximate convolutions."""
+    """forward / from_float / to_float / repr shared by the approximate convolutions."""
+
+    #: The approximate functional twin (``approxsim.nn.functional.conv1d`` / ``conv2d``).
+    _approx_conv: Any
 
     # Provided by the nn.Conv*d base class.
     in_channels: int
@@ -34,7 +37,31 @@ class _ApproxConvMixin(ApproxModule):
     padding: str | tuple[int, ...]
     dilation: tuple[int, ...]
     groups: int
+    weight: Tensor
     bias: Tensor | None
+
+    def forward(self, input: Tensor) -> Tensor:
+        """Apply the approximate convolution (torch's own when every pass is exact).
+
+        Args:
+            input: ``(N, C_in, *spatial)`` or unbatched ``(C_in, *spatial)``.
+
+        Returns:
+            The convolution, shaped as the torch twin would.
+        """
+        if self._passes.all_exact:
+            return super().forward(input)  # type: ignore[misc,no-any-return]
+        return self._approx_conv(  # type: ignore[no-any-return]
+            input,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            multiplier=self._passes,
+            padding_mode=self.padding_mode,  # type: ignore[attr-defined]
+        )
 
     def extra_repr(self) -> str:
         """Torch's convolution description plus the multiplier."""
@@ -134,6 +161,7 @@ class ApproxConv1d(_ApproxConvMixin, nn.Conv1d):
     """
 
     _FLOAT_MODULE = nn.Conv1d
+    _approx_conv = staticmethod(AF.conv1d)
 
     def __init__(
         self,
@@ -167,29 +195,6 @@ class ApproxConv1d(_ApproxConvMixin, nn.Conv1d):
             dtype,
         )
         self.set_multiplier(multiplier, grad_input, grad_weight)
-
-    def forward(self, input: Tensor) -> Tensor:
-        """Apply the approximate convolution.
-
-        Args:
-            input: ``(N, C_in, L)`` or ``(C_in, L)``.
-
-        Returns:
-            The convolution, shaped as :class:`torch.nn.Conv1d` would.
-        """
-        if self._passes.all_exact:
-            return super().forward(input)
-        return AF.conv1d(
-            input,
-            self.weight,
-            self.bias,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups,
-            multiplier=self._passes,
-            padding_mode=self.padding_mode,
-        )
 
 
 class ApproxConv2d(_ApproxConvMixin, nn.Conv2d):
@@ -228,6 +233,7 @@ class ApproxConv2d(_ApproxConvMixin, nn.Conv2d):
     """
 
     _FLOAT_MODULE = nn.Conv2d
+    _approx_conv = staticmethod(AF.conv2d)
 
     def __init__(
         self,
@@ -261,26 +267,3 @@ class ApproxConv2d(_ApproxConvMixin, nn.Conv2d):
             dtype,
         )
         self.set_multiplier(multiplier, grad_input, grad_weight)
-
-    def forward(self, input: Tensor) -> Tensor:
-        """Apply the approximate convolution.
-
-        Args:
-            input: ``(N, C_in, H, W)`` or ``(C_in, H, W)``.
-
-        Returns:
-            The convolution, shaped as :class:`torch.nn.Conv2d` would.
-        """
-        if self._passes.all_exact:
-            return super().forward(input)
-        return AF.conv2d(
-            input,
-            self.weight,
-            self.bias,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups,
-            multiplier=self._passes,
-            padding_mode=self.padding_mode,
-        )
