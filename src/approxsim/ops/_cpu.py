@@ -48,77 +48,62 @@ def plan_tiles(k: int, n: int, mantissa_bits: int) -> tuple[int, int]:
     return -(-k // n_kt), n_tile  # balanced tiles: the last one is (almost) full
 
 
-_SCRATCH: dict[int, Tensor] = {}
-#: Scratch buffers larger than this are not kept between calls.
-_KEEP_SCRATCH = 1 << 28
+_BUFFERS: dict[tuple[int, str], Tensor] = {}
+#: Buffers larger than this are not kept between calls.
+_KEEP_BUFFER_BYTES = 1 << 28
 
 
-def _scratch(numel: int) -> Tensor:
-    """A reusable int32 buffer of at least ``numel`` elements (per thread)."""
+def _buffer(name: str, numel: int, dtype: torch.dtype) -> Tensor:
+    """A reusable flat buffer of ``numel`` elements, one per calling thread and ``name``.
+
+    Fresh pages are expensive (first-touch page faults can cost more than the work done in
+    them), so scratch space is kept between calls unless it is very large.
+    """
     import threading
 
-    key = threading.get_ident()
-    buf = _SCRATCH.get(key)
-    if buf is None or buf.numel() < numel:
-        buf = torch.empty(numel, dtype=torch.int32)
-        if 4 * numel <= _KEEP_SCRATCH:
-            _SCRATCH[key] = buf
+    key = (threading.get_ident(), name)
+    buf = _BUFFERS.get(key)
+    if buf is None or buf.numel() < numel or buf.dtype != dtype:
+        buf = torch.empty(numel, dtype=dtype)
+        if buf.element_size() * numel <= _KEEP_BUFFER_BYTES:
+            _BUFFERS[key] = buf
     return buf[:numel]
-
-
-_POOL: list[Any] = []
-_VBUFS: dict[tuple[int, int], Tensor] = {}
 
 
 def _vbuf(worker: int, k_tile: int, rows: int, n_tile: int) -> Any:
     """Worker ``worker``'s private V buffer (float32, reused across calls)."""
-    import threading
+    buf = _buffer(f"v{worker}", k_tile * rows * n_tile, torch.float32)
+    return buf.view(k_tile * rows, n_tile).numpy()
 
-    key = (threading.get_ident(), worker)
-    numel = k_tile * rows * n_tile
-    buf = _VBUFS.get(key)
-    if buf is None or buf.numel() < numel:
-        buf = torch.empty(numel, dtype=torch.float32)
-        _VBUFS[key] = buf
-    return buf[:numel].view(k_tile * rows, n_tile).numpy()
+
+_POOL: list[Any] = []
 
 
 def _run(fn: Callable[..., None], jobs: list[tuple[Any, ...]]) -> None:
-    """Run ``fn(*job)`` for each job, in parallel on the worker threads."""
-    if len(jobs) == 1:
-        fn(*jobs[0])
-        return
-    pool = _pool()
-    futures = [pool.submit(fn, *job) for job in jobs[1:]]
-    fn(*jobs[0])
-    for f in futures:
-        f.result()
-
-
-def _pool() -> Any:
-    if not _POOL:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL.append(ThreadPoolExecutor(max_workers=max(2, torch.get_num_threads())))
-    return _POOL[0]
-
-
-def _parallel(fn: Callable[..., None], n: int, *args: Any) -> None:
-    """Run ``fn(*args, lo, hi)`` over ``[0, n)`` split across torch's thread count.
+    """Run ``fn(*job)`` for each job: the first on this thread, the rest on the pool.
 
     The Numba kernels release the GIL and run on plain Python threads rather than Numba's own
     OpenMP pool: two OpenMP runtimes (Numba's and PyTorch's) spinning on two cores cost tens of
     milliseconds per hand-over.
     """
-    workers = max(1, min(torch.get_num_threads(), n // 256 or 1))
-    if workers == 1:
-        fn(*args, 0, n)
+    if len(jobs) == 1:
+        fn(*jobs[0])
         return
-    pool = _pool()
-    step = -(-n // workers)
-    futures = [pool.submit(fn, *args, lo, min(n, lo + step)) for lo in range(0, n, step)]
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL.append(ThreadPoolExecutor(max_workers=max(2, torch.get_num_threads())))
+    futures = [_POOL[0].submit(fn, *job) for job in jobs[1:]]
+    fn(*jobs[0])
     for f in futures:
         f.result()
+
+
+def _parallel(fn: Callable[..., None], n: int, *args: Any) -> None:
+    """Run ``fn(*args, lo, hi)`` over ``[0, n)`` split across torch's thread count."""
+    workers = max(1, min(torch.get_num_threads(), n // 256 or 1))
+    step = -(-n // workers)
+    _run(fn, [(*args, lo, min(n, lo + step)) for lo in range(0, n, step)])
 
 
 @functools.cache
@@ -260,9 +245,8 @@ def lut_bmm_cpu(
     lut_t = lut2.view(torch.float32).t().contiguous().numpy()
     bb_all = b.contiguous().view(torch.int32)
     eb_all, ib_all, zb_all, inf_b, nan_b = operand_index(bb_all, m, ROUNDINGS[rounding])
-    # Scratch for the decoded A, reused across the batch and across calls (fresh pages are
-    # expensive: first-touch page faults can cost more than the decode itself).
-    scratch = _scratch(2 * n_kt * r * k_tile)
+    # Scratch for the decoded A, reused across the batch and across calls.
+    scratch = _buffer("decoded_a", 2 * n_kt * r * k_tile, torch.int32)
     idx = scratch[: n_kt * r * k_tile].view(n_kt, r, k_tile)
     wbits = scratch[n_kt * r * k_tile :].view(n_kt, r, k_tile)
     stats = torch.empty(r, 3, dtype=torch.int32)

@@ -28,8 +28,6 @@ from approxsim.ops.reference import lut_mul_ref
 
 __all__ = ["matmul", "mul", "PassMultipliers", "resolve_passes"]
 
-_EMPTY_LUT_NOTE = "bits == 0 means exact float32 (the LUT tensor is then an empty placeholder)"
-
 
 # ---------------------------------------------------------------------------- kernel op
 @torch.library.custom_op("approxsim::lut_bmm", mutates_args=())
