@@ -33,6 +33,9 @@ __all__ = [
     "build_from_model",
     "python_provenance",
     "DecomposabilityReport",
+    "check_sample_count",
+    "lut_and_report",
+    "multiplier_from_report",
 ]
 
 Model = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -179,17 +182,67 @@ def build_from_model(
     """
     mantissa_bits = check_mantissa_bits(mantissa_bits)
     rounding = check_rounding(rounding)
+    check_samples = check_sample_count(check_samples)
+    lut, report = lut_and_report(
+        model, mantissa_bits, rounding, check_samples=check_samples, seed=seed, label=label or name
+    )
+    return multiplier_from_report(
+        name,
+        mantissa_bits,
+        lut,
+        rounding,
+        report,
+        provenance or {},
+        accept_mismatch=accept_mismatch,
+        label=label or name,
+    )
+
+
+def check_sample_count(check_samples: Any) -> int:
+    """Validate the number of random pairs of the decomposability check."""
     if isinstance(check_samples, bool) or not isinstance(check_samples, int) or check_samples < 1:
         raise MultiplierError(f"check_samples must be a positive integer, got {check_samples!r}")
+    return check_samples
+
+
+def lut_and_report(
+    model: Model, mantissa_bits: int, rounding: str, *, check_samples: int, seed: int, label: str
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Evaluate ``model`` on the grid (validated LUT) and run the decomposability check.
+
+    Raises:
+        MultiplierError: LUT values that are not positive normal floats.
+    """
     lut = validate_lut(
-        evaluate_grid(model, mantissa_bits), mantissa_bits, what=f"the LUT of {label or name}"
+        evaluate_grid(model, mantissa_bits), mantissa_bits, what=f"the LUT of {label}"
     )
     report = check_decomposable(
         model, lut, mantissa_bits, rounding, samples=check_samples, seed=seed
     )
+    return lut, dict(report)
+
+
+def multiplier_from_report(
+    name: str,
+    mantissa_bits: int,
+    lut: np.ndarray,
+    rounding: str,
+    report: dict[str, Any],
+    provenance: dict[str, Any],
+    *,
+    accept_mismatch: bool,
+    label: str,
+) -> Multiplier:
+    """The Multiplier of a checked LUT, with the check's report in its provenance.
+
+    Raises:
+        NotDecomposableError: the check found mismatches and ``accept_mismatch`` is False.
+    """
     if report["mismatches"] and not accept_mismatch:
-        raise NotDecomposableError(mismatch_message(label or name, report, mantissa_bits))
-    prov = dict(provenance or {})
+        raise NotDecomposableError(
+            mismatch_message(label, DecomposabilityReport(report), mantissa_bits)
+        )
+    prov = dict(provenance)
     prov["decomposability"] = dict(report)
     prov["accepted_mismatch"] = bool(report["mismatches"])
     prov["mantissa_bits"] = mantissa_bits

@@ -29,10 +29,9 @@ import numpy as np
 
 from approxsim.multipliers import cache
 from approxsim.multipliers.build import (
-    DecomposabilityReport,
-    NotDecomposableError,
-    check_decomposable,
-    mismatch_message,
+    check_sample_count,
+    lut_and_report,
+    multiplier_from_report,
 )
 from approxsim.multipliers.core import (
     Multiplier,
@@ -371,8 +370,7 @@ def from_c(
     text, path = _read_source(source)
     mantissa_bits = check_mantissa_bits(mantissa_bits)
     rounding = check_rounding(rounding)
-    if isinstance(check_samples, bool) or not isinstance(check_samples, int) or check_samples < 1:
-        raise MultiplierError(f"check_samples must be a positive integer, got {check_samples!r}")
+    check_samples = check_sample_count(check_samples)
     lang = _language(path, language)
     exe = _compiler(lang, compiler)
     ident = compiler_identity(exe)
@@ -406,16 +404,16 @@ def from_c(
     report_name = name or label
 
     def finish(lut: np.ndarray, report: dict[str, Any]) -> Multiplier:
-        if report["mismatches"] and not accept_mismatch:
-            raise NotDecomposableError(
-                mismatch_message(label, DecomposabilityReport(report), mantissa_bits)
-            )
-        prov = dict(provenance)
-        prov["decomposability"] = report
-        prov["accepted_mismatch"] = bool(report["mismatches"])
-        prov["mantissa_bits"] = mantissa_bits
-        prov["rounding"] = rounding
-        return Multiplier(report_name, mantissa_bits, lut, rounding=rounding, provenance=prov)
+        return multiplier_from_report(
+            report_name,
+            mantissa_bits,
+            lut,
+            rounding,
+            report,
+            provenance,
+            accept_mismatch=accept_mismatch,
+            label=label,
+        )
 
     job = _BuildJob(
         text,
@@ -474,9 +472,6 @@ class _BuildJob:
 
     def run(self, build_dir: Path) -> tuple[np.ndarray, dict[str, Any]]:
         """Return the validated LUT and the decomposability report."""
-        from approxsim.multipliers.build import evaluate_grid
-        from approxsim.multipliers.core import validate_lut
-
         so = compile_model(
             self.text,
             self.function,
@@ -487,13 +482,14 @@ class _BuildJob:
             include_dir=self.path.parent.resolve() if self.path is not None else None,
             source_label=self.source_label,
         )
-        model = CModel(so, self.function)
-        m = self.mantissa_bits
-        lut = validate_lut(evaluate_grid(model, m), m, what=f"the LUT of {self.label}")
-        report = check_decomposable(
-            model, lut, m, self.rounding, samples=self.check_samples, seed=self.seed
+        return lut_and_report(
+            CModel(so, self.function),
+            self.mantissa_bits,
+            self.rounding,
+            check_samples=self.check_samples,
+            seed=self.seed,
+            label=self.label,
         )
-        return lut, dict(report)
 
     def publish(self, key: str) -> cache.CacheEntry:
         """Build into a private directory and publish it as cache entry ``key``."""
