@@ -230,9 +230,47 @@ def lut_bmm_cpu(
     """
     nb, r, k = a.shape
     n = b.shape[-1]
-    out = torch.zeros(nb, r, n, dtype=torch.float32)
-    if r == 0 or n == 0 or k == 0:
+    if r == 0 or n == 0 or k == 0 or nb == 0:
+        return torch.zeros(nb, r, n, dtype=torch.float32)
+    from approxsim.ops import _cpu_native
+
+    lib = _cpu_native.load()
+    if lib is not None:
+        out, ranges = _cpu_native.lut_bmm_native(lib, a, b, lut_bits, mantissa_bits, rounding)
+        for bi in unsafe_batches(ranges, lut_bits).tolist():
+            sl = slice(bi, bi + 1)
+            out[sl] = lut_bmm_ref(a[sl], b[sl], lut_bits, mantissa_bits, rounding)
         return out
+    return _lut_bmm_numba(a, b, lut_bits, mantissa_bits, rounding)
+
+
+def unsafe_batches(ranges: Tensor, lut_bits: Tensor) -> Tensor:
+    """Indices of the batches the fast kernels must leave to the exact reference.
+
+    ``ranges`` is int32 (B, 6): per batch the biased exponent range of A's nonzero operands,
+    whether A holds an inf/NaN, and the same for B. A batch is unsafe when it holds an inf/NaN
+    or when some V entry ``2^eb · LUT`` or some product could leave the normal float range.
+    """
+    le = lut_bits >> 23
+    le_lo, le_hi = int(le.min()) - 127, int(le.max()) - 127
+    a_lo, a_hi, a_sp, b_lo, b_hi, b_sp = (ranges[:, j] for j in range(6))
+    a_nz = a_lo <= a_hi
+    b_nz = b_lo <= b_hi
+    v_lo = b_lo - 127 + le_lo
+    v_hi = b_hi - 127 + le_hi
+    bad = (a_sp != 0) | (b_sp != 0)
+    bad |= b_nz & ((v_lo < -126) | (v_hi > 127))
+    bad |= a_nz & b_nz & ((a_lo - 127 + v_lo < -126) | (a_hi - 127 + v_hi > 127))
+    return bad.nonzero().flatten()
+
+
+def _lut_bmm_numba(
+    a: Tensor, b: Tensor, lut_bits: Tensor, mantissa_bits: int, rounding: int
+) -> Tensor:
+    """The Numba kernel (used where the compiled kernel cannot be built)."""
+    nb, r, k = a.shape
+    n = b.shape[-1]
+    out = torch.zeros(nb, r, n, dtype=torch.float32)
     m = mantissa_bits
     rows = 1 << m
     k_tile, n_tile = plan_tiles(k, n, m)

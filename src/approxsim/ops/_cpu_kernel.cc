@@ -1,0 +1,306 @@
+// approxsim CPU kernel: batched approximate matmul with exact LUT products.
+//
+// Compiled on first use by approxsim.ops._cpu_native (g++ -O3 -march=native) and called
+// through ctypes; every entry point is a plain C function over raw pointers and strides, so
+// one call computes one block of the output and the caller runs blocks on its own threads.
+//
+// Number semantics (DESIGN §2): an operand x = s · 2^e · (1.f) with a normal exponent is
+// reduced to its LUT index i = top M bits of f (after round-to-nearest-even when asked for,
+// which may carry into the exponent), and the product of a and b is
+//     sa·sb · 2^(ea+eb) · LUT[ia, ib].
+// Zero and subnormal operands give a signed zero; inf/NaN operands are not handled here
+// (the caller runs the reference). Both kernels form each product as w_a · (w_b · LUT[..])
+// where w = s · 2^e is the operand with its fraction cleared. Multiplying by a power of two
+// is exact as long as the result is a normal float; the kernels record the exponent ranges
+// they met so the caller can verify that (and otherwise run the reference instead).
+//
+// Two strategies, same results up to the order of the float32 sum:
+//  * row gather (approxsim_gemm_gather): per tile of B's columns and K, a table
+//        V[kk, i, c] = w_b[k, n] · LUT[i, ib[k, n]]
+//    so that C[r, n] = Σ_k w_a[r, k] · V[k, ia[r, k], n] is one contiguous vector
+//    multiply-add per (r, k). Building V costs 2^M · K · N, repaid over many rows.
+//  * direct (approxsim_gemm_direct): one LUT lookup per product, vectorized with gathers;
+//    for problems with few rows and few columns (weight gradients), where V would not pay.
+
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+namespace {
+
+
+constexpr int kPrefetchRows = 8;  // rows of A fetched ahead in the row loop
+
+struct Decoded {
+    int32_t index;  // LUT index (top M fraction bits, rounded when asked)
+    float weight;   // s · 2^e, or a signed zero for zero/subnormal operands
+    int32_t exp;    // biased exponent after rounding; 0 for zero/subnormal, 255 for inf/NaN
+};
+
+inline Decoded decode(uint32_t bits, int shift, int nearest) {
+    uint32_t mag = bits & 0x7FFFFFFFu;
+    uint32_t e = mag >> 23;
+    if (nearest && shift > 0 && e != 255 && e != 0) {
+        uint32_t half = (1u << (shift - 1)) - 1u;
+        mag = ((mag + half + ((mag >> shift) & 1u)) >> shift) << shift;
+        e = mag >> 23;
+    }
+    Decoded d;
+    bool ok = e != 0 && e != 255;
+    d.exp = (int32_t)e;
+    d.index = ok ? (int32_t)((mag & 0x7FFFFFu) >> shift) : 0;
+    uint32_t w = (bits & 0x80000000u) | (ok ? (e << 23) : 0u);
+    memcpy(&d.weight, &w, 4);
+    return d;
+}
+
+struct Range {
+    int32_t lo = 255, hi = 0, special = 0;
+    inline void add(int32_t e) {
+        if (e == 255) {
+            special = 1;
+        } else if (e != 0) {
+            lo = e < lo ? e : lo;
+            hi = e > hi ? e : hi;
+        }
+    }
+    inline void merge(const Range& o) {
+        lo = o.lo < lo ? o.lo : lo;
+        hi = o.hi > hi ? o.hi : hi;
+        special |= o.special;
+    }
+};
+
+typedef uint32_t vu16 __attribute__((vector_size(64)));
+typedef int32_t vi16 __attribute__((vector_size(64)));
+
+// Decode n operands x[q·stride] of operand A for the row gather: off[q] = (q·2^M + index)·NT
+// (the V row of k = q) and w[q] = s·2^e (or a signed zero). Returns the exponent range met.
+// Sixteen at a time in vector registers when the operands are contiguous.
+Range decode_span(const float* x, int64_t stride, int n, int rows, int shift, uint32_t nearest,
+                  int nt, int32_t* __restrict off, float* __restrict w) {
+    const uint32_t half = (1u << (shift - 1)) - 1u;
+    const uint32_t round_mask = 0u - nearest;
+    Range out;
+    int q = 0;
+    if (stride == 1) {
+        vi16 lo, hi, special = vi16{}, lane;
+        for (int j = 0; j < 16; ++j) lane[j] = j, lo[j] = 255, hi[j] = 0;
+        for (; q + 16 <= n; q += 16) {
+            vu16 bits;
+            memcpy(&bits, x + q, 64);
+            vu16 mag = bits & 0x7FFFFFFFu;
+            vu16 e0 = mag >> 23;
+            vi16 fin = (e0 != 0u) & (e0 != 255u);  // all-ones lanes where finite and nonzero
+            vu16 add = (half + ((mag >> shift) & 1u)) & round_mask & (vu16)fin;
+            vu16 rnd = ((mag + add) >> shift) << shift;
+            vu16 e = rnd >> 23;
+            vi16 ok = (e0 != 0u) & (e != 255u);
+            vu16 idx = ((rnd & 0x7FFFFFu) >> shift) & (vu16)ok;
+            vi16 o = (vi16)(((vu16)(lane + q) * (uint32_t)rows + idx) * (uint32_t)nt);
+            vu16 wb = (bits & 0x80000000u) | ((e << 23) & (vu16)ok);
+            memcpy(off + q, &o, 64);
+            memcpy(w + q, &wb, 64);
+            vi16 ei = (vi16)e;
+            lo = (ok != 0 && ei < lo) ? ei : lo;
+            hi = (ok != 0 && ei > hi) ? ei : hi;
+            special |= (vi16)(e == 255u);
+        }
+        for (int j = 0; j < 16; ++j) out.merge(Range{lo[j], hi[j], special[j] != 0});
+    }
+    for (; q < n; ++q) {
+        uint32_t bits;
+        memcpy(&bits, x + q * stride, 4);
+        uint32_t mag = bits & 0x7FFFFFFFu;
+        uint32_t e0 = mag >> 23;
+        uint32_t fin = (e0 != 0u) & (e0 != 255u);
+        uint32_t rnd = ((mag + ((half + ((mag >> shift) & 1u)) & round_mask & (0u - fin))) >>
+                        shift) << shift;
+        uint32_t e = rnd >> 23;
+        bool ok = (e0 != 0u) & (e != 255u);
+        uint32_t wb = (bits & 0x80000000u) | (ok ? (e << 23) : 0u);
+        off[q] = (q * rows + (ok ? (int32_t)((rnd & 0x7FFFFFu) >> shift) : 0)) * nt;
+        memcpy(w + q, &wb, 4);
+        if (ok) out.add((int32_t)e);
+        out.special |= (e == 255u);
+    }
+    return out;
+}
+
+// Build V for columns n0..n0+nt (nt <= NT, padded with zeros to NT) and k0..k0+kt.
+template <int NT>
+void build_v(const float* b, int64_t sbk, int64_t sbn, int64_t k0, int kt, int64_t n0, int nt,
+             const float* lut, int rows, int shift, int nearest, float* v, Range& rb) {
+    int32_t ib[NT];
+    float wb[NT];
+    for (int kk = 0; kk < kt; ++kk) {
+        const float* brow = b + (k0 + kk) * sbk + n0 * sbn;
+        for (int c = 0; c < NT; ++c) {
+            if (c < nt) {
+                uint32_t bits;
+                memcpy(&bits, brow + c * sbn, 4);
+                Decoded d = decode(bits, shift, nearest);
+                rb.add(d.exp);
+                ib[c] = d.index;
+                wb[c] = d.weight;
+            } else {
+                ib[c] = 0;
+                wb[c] = 0.0f;
+            }
+        }
+        float* vk = v + (int64_t)kk * rows * NT;
+        for (int i = 0; i < rows; ++i) {
+            const float* lrow = lut + (int64_t)i * rows;
+            float* vrow = vk + (int64_t)i * NT;
+#if defined(__AVX512F__)
+            if (NT % 16 == 0) {
+                for (int c = 0; c < NT; c += 16) {
+                    __m512i vi = _mm512_loadu_si512(ib + c);
+                    __m512 g = _mm512_i32gather_ps(vi, lrow, 4);
+                    _mm512_storeu_ps(vrow + c, _mm512_mul_ps(_mm512_loadu_ps(wb + c), g));
+                }
+                continue;
+            }
+#endif
+#if defined(__AVX2__)
+            if (NT % 8 == 0) {
+                for (int c = 0; c < NT; c += 8) {
+                    __m256i vi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ib + c));
+                    __m256 g = _mm256_i32gather_ps(lrow, vi, 4);
+                    _mm256_storeu_ps(vrow + c, _mm256_mul_ps(_mm256_loadu_ps(wb + c), g));
+                }
+                continue;
+            }
+#endif
+            for (int c = 0; c < NT; ++c) vrow[c] = wb[c] * lrow[ib[c]];
+        }
+    }
+}
+
+// Accumulate rows r_lo..r_hi of one (k-tile, column-tile) block through V.
+template <int NT>
+void gather_rows(const float* a, int64_t sar, int64_t sak, int64_t r_lo, int64_t r_hi,
+                 int64_t k0, int kt, const float* v, int rows, int shift, uint32_t nearest,
+                 float* c, int64_t scr, int64_t scn, int64_t n0, int nt, bool first,
+                 int32_t* off, float* w, Range& ra) {
+    typedef float vec __attribute__((vector_size(NT * 4 < 64 ? NT * 4 : 64), aligned(4)));
+    constexpr int L = (NT * 4 < 64 ? NT * 4 : 64) / 4;  // floats per vector
+    constexpr int NV = NT / L;                          // vectors per V row
+    for (int64_t r = r_lo; r < r_hi; ++r) {
+        const float* arow = a + r * sar + k0 * sak;
+        // Rows of one k-tile are far apart in A: fetch ahead, the hardware prefetcher won't.
+        if (r + kPrefetchRows < r_hi) {
+            const char* ahead = reinterpret_cast<const char*>(arow + kPrefetchRows * sar);
+            for (int q = 0; q < kt * sak * 4; q += 64) __builtin_prefetch(ahead + q);
+        }
+        ra.merge(decode_span(arow, sak, kt, rows, shift, nearest, NT, off, w));
+        // Two k per step into two accumulator sets: the FMA chains stay short.
+        vec acc0[NV], acc1[NV];
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) acc0[j] = acc1[j] = vec{};
+        int kk = 0;
+        for (; kk + 1 < kt; kk += 2) {
+            const vec* v0 = reinterpret_cast<const vec*>(v + off[kk]);
+            const vec* v1 = reinterpret_cast<const vec*>(v + off[kk + 1]);
+            const float w0 = w[kk], w1 = w[kk + 1];
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; ++j) {
+                acc0[j] += w0 * v0[j];
+                acc1[j] += w1 * v1[j];
+            }
+        }
+        if (kk < kt) {
+            const vec* v0 = reinterpret_cast<const vec*>(v + off[kk]);
+            const float w0 = w[kk];
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; ++j) acc0[j] += w0 * v0[j];
+        }
+        float out[NT];
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) {
+            vec s = acc0[j] + acc1[j];
+            memcpy(out + j * L, &s, sizeof(vec));
+        }
+        float* crow = c + r * scr + n0 * scn;
+        if (first) {
+            for (int q = 0; q < nt; ++q) crow[q * scn] = out[q];
+        } else {
+            for (int q = 0; q < nt; ++q) crow[q * scn] += out[q];
+        }
+    }
+}
+
+template <int NT>
+void gemm_gather(const float* a, int64_t sar, int64_t sak, const float* b, int64_t sbk,
+                 int64_t sbn, float* c, int64_t scr, int64_t scn, int64_t R, int64_t K,
+                 int64_t N, const float* lut, int m, int nearest, int64_t r_lo, int64_t r_hi,
+                 int64_t t_lo, int64_t t_hi, int k_tile, float* work, Range& ra, Range& rb) {
+    const int rows = 1 << m;
+    const int shift = 23 - m;
+    float* v = work;
+    int32_t* off = reinterpret_cast<int32_t*>(work + (int64_t)k_tile * rows * NT);
+    float* w = reinterpret_cast<float*>(off + k_tile);
+    (void)R;
+    for (int64_t t = t_lo; t < t_hi; ++t) {
+        int64_t n0 = t * NT;
+        int nt = (int)(N - n0 < NT ? N - n0 : NT);
+        for (int64_t k0 = 0; k0 < K; k0 += k_tile) {
+            int kt = (int)(K - k0 < k_tile ? K - k0 : k_tile);
+            build_v<NT>(b, sbk, sbn, k0, kt, n0, nt, lut, rows, shift, nearest, v, rb);
+            gather_rows<NT>(a, sar, sak, r_lo, r_hi, k0, kt, v, rows, shift, nearest, c, scr,
+                            scn, n0, nt, k0 == 0, off, w, ra);
+        }
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+// Floats of scratch `work` that approxsim_gemm_gather needs for (k_tile, n_tile, m).
+int64_t approxsim_gather_work(int k_tile, int n_tile, int m) {
+    return (int64_t)k_tile * (1 << m) * n_tile + 2 * (int64_t)k_tile + 16;
+}
+
+// C[b, r, n] for batches b_lo..b_hi, rows r_lo..r_hi and column tiles t_lo..t_hi (of n_tile
+// columns); strides in elements. ranges: int32[batches][6], for each batch the exponent fields
+// of A's (lo, hi, special) and B's (lo, hi, special) operands met, merged into what is there.
+// Returns 0, or -1 for an unsupported n_tile (8, 16, 32 or 64).
+int approxsim_gemm_gather(const float* a, int64_t sab, int64_t sar, int64_t sak, const float* b,
+                          int64_t sbb, int64_t sbk, int64_t sbn, float* c, int64_t scb,
+                          int64_t scr, int64_t scn, int64_t R, int64_t K, int64_t N,
+                          const float* lut, int m, int nearest, int64_t b_lo, int64_t b_hi,
+                          int64_t r_lo, int64_t r_hi, int64_t t_lo, int64_t t_hi, int n_tile,
+                          int k_tile, float* work, int32_t* ranges) {
+    if (n_tile != 8 && n_tile != 16 && n_tile != 32 && n_tile != 64) return -1;
+    for (int64_t bi = b_lo; bi < b_hi; ++bi) {
+        const float* ab = a + bi * sab;
+        const float* bb = b + bi * sbb;
+        float* cb = c + bi * scb;
+        Range ra, rb;
+        switch (n_tile) {
+#define APPROXSIM_CASE(T)                                                                    \
+    case T:                                                                                  \
+        gemm_gather<T>(ab, sar, sak, bb, sbk, sbn, cb, scr, scn, R, K, N, lut, m, nearest,  \
+                       r_lo, r_hi, t_lo, t_hi, k_tile, work, ra, rb);                        \
+        break;
+            APPROXSIM_CASE(8)
+            APPROXSIM_CASE(16)
+            APPROXSIM_CASE(32)
+            APPROXSIM_CASE(64)
+#undef APPROXSIM_CASE
+        }
+        int32_t* rg = ranges + 6 * bi;
+        Range ca{rg[0], rg[1], rg[2]}, cb2{rg[3], rg[4], rg[5]};
+        ca.merge(ra);
+        cb2.merge(rb);
+        rg[0] = ca.lo, rg[1] = ca.hi, rg[2] = ca.special;
+        rg[3] = cb2.lo, rg[4] = cb2.hi, rg[5] = cb2.special;
+    }
+    return 0;
+}
+
+}  // extern "C"

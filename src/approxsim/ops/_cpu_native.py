@@ -1,0 +1,224 @@
+"""The compiled CPU kernel: :file:`_cpu_kernel.cc`, built on first use and called via ctypes.
+
+The source is compiled once per machine with the C++ compiler that ``from_c`` uses
+(``$CXX``, else ``c++``) and ``-O3 -march=native``, into approxsim's cache (section
+``kernels``, keyed by the source, the compiler, the flags and the CPU, so a cache shared
+between different machines never hands one a binary for another's instruction set). Where no
+compiler is available the Numba kernel of :mod:`._cpu` runs instead, with one warning.
+
+``APPROXSIM_CPU_KERNEL=numba`` forces the Numba kernel; ``=native`` makes a failing build an
+error instead of a fallback.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["kernel_choice", "load", "lut_bmm_native", "plan"]
+
+SOURCE = Path(__file__).with_name("_cpu_kernel.cc")
+FLAGS = ["-O3", "-march=native", "-std=gnu++17", "-fPIC", "-shared", "-fno-strict-aliasing"]
+CACHE_SECTION = "kernels"
+#: Column tile widths the kernel is compiled for.
+N_TILES = (8, 16, 32, 64)
+#: Target size of one V tile (a share of the per-core L2 cache).
+V_TILE_BYTES = 1 << 20
+
+
+class KernelBuildError(RuntimeError):
+    """The compiled CPU kernel could not be built or loaded."""
+
+
+def kernel_choice() -> str:
+    """``"native"``, ``"numba"`` or ``"auto"`` from ``$APPROXSIM_CPU_KERNEL``."""
+    choice = os.environ.get("APPROXSIM_CPU_KERNEL", "auto").strip().lower() or "auto"
+    if choice not in ("auto", "native", "numba"):
+        raise ValueError(
+            f"APPROXSIM_CPU_KERNEL must be 'auto', 'native' or 'numba', got {choice!r}"
+        )
+    return choice
+
+
+def _cpu_signature() -> str:
+    """What identifies this CPU's instruction set (part of the cache key)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+    keep = [ln for ln in text.splitlines() if ln.startswith(("model name", "flags", "Features"))]
+    return "\n".join(sorted(set(keep)))
+
+
+def _build(exe: str, out_dir: Path) -> Path:
+    so = out_dir / "kernel.so"
+    cmd = [exe, *FLAGS, "-o", str(so), str(SOURCE)]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise KernelBuildError(f"cannot run {' '.join(cmd)}: {exc}") from None
+    if res.returncode != 0:
+        raise KernelBuildError(f"{' '.join(cmd)} failed:\n{res.stderr.strip()[-2000:]}")
+    return so
+
+
+_ARGTYPES: list[Any] = [
+    ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,  # a, strides b/r/k
+    ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,  # b, strides b/k/n
+    ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,  # c, strides b/r/n
+    ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,  # R, K, N
+    ctypes.c_void_p, ctypes.c_int, ctypes.c_int,  # lut, M, nearest
+    ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,  # batches, rows
+    ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int,  # tiles, n_tile, k_tile
+    ctypes.c_void_p, ctypes.c_void_p,  # work, ranges
+]  # fmt: skip
+
+
+@functools.cache
+def _load_library() -> Any:
+    from approxsim.multipliers import cache
+    from approxsim.multipliers.cmodel import compiler_identity
+
+    name = os.environ.get("CXX", "c++")
+    exe = shutil.which(name)
+    if exe is None:
+        raise KernelBuildError(f"no C++ compiler found (looked for {name!r} on PATH)")
+    key_src = "\n".join(
+        [SOURCE.read_text(), compiler_identity(exe), " ".join(FLAGS), _cpu_signature()]
+    )
+    key = hashlib.sha256(key_src.encode()).hexdigest()
+    entry = cache.read_entry(CACHE_SECTION, key)
+    if entry is None:
+        with cache.entry_lock(CACHE_SECTION, key):
+            entry = cache.read_entry(CACHE_SECTION, key, repair=True)
+            if entry is None:
+                build_dir = cache.new_build_dir(CACHE_SECTION, key)
+                try:
+                    _build(exe, build_dir)
+                    entry = cache.publish_entry(CACHE_SECTION, key, build_dir, {})
+                except BaseException:
+                    shutil.rmtree(build_dir, ignore_errors=True)
+                    raise
+    try:
+        lib = ctypes.CDLL(str(entry.path / "kernel.so"))
+    except OSError as exc:
+        raise KernelBuildError(f"cannot load the compiled CPU kernel: {exc}") from None
+    lib.approxsim_gemm_gather.argtypes = _ARGTYPES
+    lib.approxsim_gemm_gather.restype = ctypes.c_int
+    lib.approxsim_gather_work.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    lib.approxsim_gather_work.restype = ctypes.c_int64
+    return lib
+
+
+_WARNED: list[bool] = []
+
+
+def load() -> Any | None:
+    """The loaded kernel library, or ``None`` where the Numba kernel must run instead."""
+    choice = kernel_choice()
+    if choice == "numba":
+        return None
+    try:
+        return _load_library()
+    except KernelBuildError as exc:
+        if choice == "native":
+            raise
+        if not _WARNED:
+            _WARNED.append(True)
+            warnings.warn(
+                f"approxsim: the compiled CPU kernel is unavailable ({exc}); using the slower "
+                "Numba kernel (results are the same). Install a C++ compiler (Debian/Ubuntu: "
+                "apt-get install g++) for full speed.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return None
+
+
+def plan(k: int, n: int, mantissa_bits: int) -> tuple[int, int]:
+    """``(k_tile, n_tile)``: the narrowest compiled column tile holding ``n`` (at most 64),
+    and balanced k tiles so one V tile is about :data:`V_TILE_BYTES`."""
+    n_tile = next((t for t in N_TILES if t >= n), N_TILES[-1])
+    per_k = 4 * (1 << mantissa_bits) * n_tile
+    k_max = max(1, min(k, V_TILE_BYTES // per_k))
+    n_kt = -(-k // k_max)
+    return -(-k // n_kt), n_tile
+
+
+def lut_bmm_native(
+    lib: Any,
+    a: Tensor,
+    b: Tensor,
+    lut_bits: Tensor,
+    mantissa_bits: int,
+    rounding: int,
+    *,
+    k_tile: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Run the compiled kernel on ``(B, R, K) × (B, K, N)`` float32 (any strides).
+
+    Returns ``(out, ranges)``: the (B, R, N) result and, per batch, the biased exponent range
+    of A's and B's nonzero operands and whether an inf/NaN met, as int32 (B, 6); the caller
+    decides from them which batches must be recomputed exactly.
+    """
+    from approxsim.ops._cpu import _buffer, _run
+
+    nb, r, k = a.shape
+    n = b.shape[-1]
+    out = torch.empty(nb, r, n, dtype=torch.float32)
+    kt, nt = plan(k, n, mantissa_bits)
+    if k_tile is not None:
+        kt = max(1, min(k, k_tile))
+    n_tiles = -(-n // nt)
+    workers = max(1, torch.get_num_threads())
+    # Split what needs no duplicated V building first: column tiles, then batches, then rows.
+    if n_tiles >= workers or workers == 1:
+        spans = _split(n_tiles, workers)
+        parts = [(0, nb, 0, r, lo, hi) for lo, hi in spans]
+    elif nb >= workers:
+        parts = [(lo, hi, 0, r, 0, n_tiles) for lo, hi in _split(nb, workers)]
+    else:
+        parts = [(0, nb, lo, hi, 0, n_tiles) for lo, hi in _split(r, workers)]
+    ranges = torch.tensor([255, 0, 0, 255, 0, 0], dtype=torch.int32).repeat(len(parts), nb, 1)
+    work_len = int(lib.approxsim_gather_work(kt, nt, mantissa_bits))
+    lut = lut_bits.contiguous()
+    head = (
+        a.data_ptr(), *a.stride(), b.data_ptr(), *b.stride(), out.data_ptr(), *out.stride(),
+        r, k, n, lut.data_ptr(), mantissa_bits, rounding,
+    )  # fmt: skip
+    jobs = []
+    for j, part in enumerate(parts):
+        work = _buffer(f"native{j}", work_len, torch.float32)
+        jobs.append((*head, *part, nt, kt, work.data_ptr(), ranges[j].data_ptr()))
+    status = [0] * len(jobs)
+
+    def call(j: int, *args: Any) -> None:
+        status[j] = lib.approxsim_gemm_gather(*args)
+
+    _run(call, [(j, *job) for j, job in enumerate(jobs)])
+    if any(status):
+        raise RuntimeError(f"approxsim CPU kernel failed with status {status}")
+    merged = torch.stack(
+        [
+            ranges[..., 0].amin(0), ranges[..., 1].amax(0), ranges[..., 2].amax(0),
+            ranges[..., 3].amin(0), ranges[..., 4].amax(0), ranges[..., 5].amax(0),
+        ],
+        dim=-1,
+    )  # fmt: skip
+    return out, merged
+
+
+def _split(n: int, parts: int) -> list[tuple[int, int]]:
+    step = -(-n // max(1, min(parts, n)))
+    return [(lo, min(n, lo + step)) for lo in range(0, n, step)]

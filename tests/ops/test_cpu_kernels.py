@@ -1,0 +1,134 @@
+"""The two CPU kernels (compiled C++ and Numba) against the multiplier's own products.
+
+Shapes are chosen to reach every code path of the compiled kernel: each column tile width
+(8/16/32/64) with full and partial tiles, several k tiles (including a k tile shorter than a
+vector), the vectorized and the scalar decoder (contiguous and strided A), rounding to nearest,
+M = 11, broadcast (stride-0) operands, and each way of splitting the work across threads.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_matmul import assert_sum_close, products
+
+import approxsim
+from approxsim.multipliers._float import ROUNDINGS
+from approxsim.ops import _cpu_native
+from approxsim.ops._cpu import lut_bmm_cpu
+
+KERNELS = ["native", "numba"]
+
+
+@pytest.fixture(params=KERNELS)
+def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("APPROXSIM_CPU_KERNEL", request.param)
+    return str(request.param)
+
+
+def run(a: torch.Tensor, b: torch.Tensor, name: str) -> torch.Tensor:
+    m = approxsim.get_multiplier(name)
+    return lut_bmm_cpu(a, b, m.lut_bits(), m.mantissa_bits, ROUNDINGS.index(m.rounding))
+
+
+SHAPES = [
+    (1, 5, 3, 2),  # N < 8: one padded 8-wide tile; K shorter than a vector
+    (2, 9, 37, 16),  # 16-wide tile, vector decode plus a scalar tail
+    (1, 33, 64, 29),  # partial 32-wide tile
+    (1, 70, 40, 64),  # one full 64-wide tile, rows split across threads
+    (3, 4, 50, 150),  # three 64-wide tiles, the last partial; column tiles split
+    (1, 64, 600, 8),  # several k tiles
+]
+
+
+@pytest.mark.parametrize("name", ["mitchell7", "bf16", "mbm7", "mitchell11"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_kernels_match_products(kernel: str, name: str, shape: tuple[int, ...]) -> None:
+    nb, r, k, n = shape
+    g = torch.Generator().manual_seed(r * 7 + k * 3 + n)
+    a = torch.randn(nb, r, k, generator=g) * 4
+    b = torch.randn(nb, k, n, generator=g) / 3
+    got = run(a, b, name)
+    assert_sum_close(got, products(a, b, name))
+
+
+def test_strided_and_broadcast_operands(kernel: str) -> None:
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(2, 40, 33, generator=g).transpose(1, 2)  # (2, 33, 40), K stride != 1
+    b = torch.randn(1, 80, 40, generator=g).transpose(1, 2).expand(2, 40, 80)  # stride-0 batch
+    assert a.stride(2) != 1 and b.stride(0) == 0
+    got = run(a, b, "mbm7")
+    assert_sum_close(got, products(a, b, "mbm7"))
+
+
+def test_batches_split_across_threads(kernel: str) -> None:
+    g = torch.Generator().manual_seed(6)
+    a = torch.randn(5, 3, 20, generator=g)
+    b = torch.randn(5, 20, 6, generator=g)
+    got = run(a, b, "mitchell7")
+    assert_sum_close(got, products(a, b, "mitchell7"))
+
+
+def test_one_thread_gives_the_same_sums(kernel: str) -> None:
+    g = torch.Generator().manual_seed(7)
+    a = torch.randn(1, 50, 90, generator=g)
+    b = torch.randn(1, 90, 70, generator=g)
+    many = run(a, b, "mitchell7")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = run(a, b, "mitchell7")
+    finally:
+        torch.set_num_threads(threads)
+    # Each output is summed by one worker in a fixed order, whatever the split.
+    assert torch.equal(one, many)
+
+
+@pytest.mark.parametrize("k_tile", [1, 3, 16, 17])
+def test_native_k_tiles(k_tile: int) -> None:
+    lib = _cpu_native.load()
+    if lib is None:
+        pytest.skip("no compiled kernel on this machine")
+    g = torch.Generator().manual_seed(k_tile)
+    a = torch.randn(2, 19, 45, generator=g)
+    b = torch.randn(2, 45, 21, generator=g)
+    m = approxsim.get_multiplier("bf16")
+    out, ranges = _cpu_native.lut_bmm_native(lib, a, b, m.lut_bits(), 7, 1, k_tile=k_tile)
+    assert_sum_close(out, products(a, b, "bf16"))
+    assert ranges.shape == (2, 6) and not bool(ranges[:, [2, 5]].any())
+
+
+def test_ranges_report_specials_and_exponents() -> None:
+    lib = _cpu_native.load()
+    if lib is None:
+        pytest.skip("no compiled kernel on this machine")
+    a = torch.tensor([[[2.0**-3, 0.0, 1e-40, 2.0**5]], [[float("nan"), 1.0, 1.0, 1.0]]])
+    b = torch.ones(2, 4, 3)
+    b[1, 2, 1] = float("-inf")
+    m = approxsim.get_multiplier("mitchell7")
+    _, ranges = _cpu_native.lut_bmm_native(lib, a, b, m.lut_bits(), 7, 0)
+    assert ranges[0].tolist() == [127 - 3, 127 + 5, 0, 127, 127, 0]
+    assert ranges[1, 2] == 1 and ranges[1, 5] == 1
+
+
+def test_missing_compiler_falls_back_to_numba(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("APPROXSIM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXX", "approxsim-no-such-compiler")
+    monkeypatch.setattr(_cpu_native, "_WARNED", [])
+    _cpu_native._load_library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="Numba kernel"):
+            assert _cpu_native.load() is None
+        a, b = torch.randn(1, 4, 5), torch.randn(1, 5, 3)
+        assert_sum_close(run(a, b, "mitchell7"), products(a, b, "mitchell7"))
+        monkeypatch.setenv("APPROXSIM_CPU_KERNEL", "native")
+        with pytest.raises(_cpu_native.KernelBuildError, match="no C\\+\\+ compiler"):
+            _cpu_native.load()
+    finally:
+        _cpu_native._load_library.cache_clear()
+
+
+def test_bad_kernel_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPROXSIM_CPU_KERNEL", "fortran")
+    with pytest.raises(ValueError, match="APPROXSIM_CPU_KERNEL"):
+        _cpu_native.load()
