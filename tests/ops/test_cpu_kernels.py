@@ -38,6 +38,8 @@ SHAPES = [
     (1, 70, 40, 64),  # one full 64-wide tile, rows split across threads
     (3, 4, 50, 150),  # three 64-wide tiles, the last partial; column tiles split
     (1, 64, 600, 8),  # several k tiles
+    (2, 47, 300, 40),  # the direct kernel (few rows), two k tiles
+    (1, 8, 120, 300),  # few rows, many columns: operands swapped
 ]
 
 
@@ -54,7 +56,7 @@ def test_kernels_match_products(kernel: str, name: str, shape: tuple[int, ...]) 
 
 def test_strided_and_broadcast_operands(kernel: str) -> None:
     g = torch.Generator().manual_seed(5)
-    a = torch.randn(2, 40, 33, generator=g).transpose(1, 2)  # (2, 33, 40), K stride != 1
+    a = torch.randn(2, 40, 60, generator=g).transpose(1, 2)  # (2, 60, 40), K stride != 1
     b = torch.randn(1, 80, 40, generator=g).transpose(1, 2).expand(2, 40, 80)  # stride-0 batch
     assert a.stride(2) != 1 and b.stride(0) == 0
     got = run(a, b, "mbm7")
@@ -84,8 +86,10 @@ def test_one_thread_gives_the_same_sums(kernel: str) -> None:
     assert torch.equal(one, many)
 
 
+@pytest.mark.parametrize("swap", [False, True])
+@pytest.mark.parametrize("direct", [False, True])
 @pytest.mark.parametrize("k_tile", [1, 3, 16, 17])
-def test_native_k_tiles(k_tile: int) -> None:
+def test_native_k_tiles_and_strategies(k_tile: int, direct: bool, swap: bool) -> None:
     lib = _cpu_native.load()
     if lib is None:
         pytest.skip("no compiled kernel on this machine")
@@ -93,7 +97,9 @@ def test_native_k_tiles(k_tile: int) -> None:
     a = torch.randn(2, 19, 45, generator=g)
     b = torch.randn(2, 45, 21, generator=g)
     m = approxsim.get_multiplier("bf16")
-    out, ranges = _cpu_native.lut_bmm_native(lib, a, b, m.lut_bits(), 7, 1, k_tile=k_tile)
+    out, ranges = _cpu_native.lut_bmm_native(
+        lib, a, b, m.lut_bits(), 7, 1, k_tile=k_tile, force=(swap, direct)
+    )
     assert_sum_close(out, products(a, b, "bf16"))
     assert ranges.shape == (2, 6) and not bool(ranges[:, [2, 5]].any())
 
@@ -106,9 +112,10 @@ def test_ranges_report_specials_and_exponents() -> None:
     b = torch.ones(2, 4, 3)
     b[1, 2, 1] = float("-inf")
     m = approxsim.get_multiplier("mitchell7")
-    _, ranges = _cpu_native.lut_bmm_native(lib, a, b, m.lut_bits(), 7, 0)
-    assert ranges[0].tolist() == [127 - 3, 127 + 5, 0, 127, 127, 0]
-    assert ranges[1, 2] == 1 and ranges[1, 5] == 1
+    for force in [(False, False), (True, False), (False, True), (True, True)]:
+        _, ranges = _cpu_native.lut_bmm_native(lib, a, b, m.lut_bits(), 7, 0, force=force)
+        assert ranges[0].tolist() == [127 - 3, 127 + 5, 0, 127, 127, 0]
+        assert ranges[1, 2] == 1 and ranges[1, 5] == 1
 
 
 def test_missing_compiler_falls_back_to_numba(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
@@ -132,3 +139,12 @@ def test_bad_kernel_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APPROXSIM_CPU_KERNEL", "fortran")
     with pytest.raises(ValueError, match="APPROXSIM_CPU_KERNEL"):
         _cpu_native.load()
+
+
+def test_plan_ranks_the_strategies() -> None:
+    # Many rows: row gather over B as given; few rows, many columns: swapped; tiny: direct.
+    assert _cpu_native.plan(32768, 576, 64, 7)[:2] == (False, False)
+    assert _cpu_native.plan(32, 784, 300, 7)[:2] == (True, False)
+    assert _cpu_native.plan(4, 30, 5, 7)[1] is True
+    swap, direct, k_tile, n_tile = _cpu_native.plan(3200, 150, 16, 7)
+    assert (swap, direct, n_tile) == (False, False, 16) and 1 <= k_tile <= 150

@@ -249,7 +249,8 @@ def unsafe_batches(ranges: Tensor, lut_bits: Tensor) -> Tensor:
 
     ``ranges`` is int32 (B, 6): per batch the biased exponent range of A's nonzero operands,
     whether A holds an inf/NaN, and the same for B. A batch is unsafe when it holds an inf/NaN
-    or when some V entry ``2^eb · LUT`` or some product could leave the normal float range.
+    or when some V entry (``2^e · LUT`` for either operand) or some product could leave the
+    normal float range.
     """
     le = lut_bits >> 23
     le_lo, le_hi = int(le.min()) - 127, int(le.max()) - 127
@@ -259,7 +260,9 @@ def unsafe_batches(ranges: Tensor, lut_bits: Tensor) -> Tensor:
     v_lo = b_lo - 127 + le_lo
     v_hi = b_hi - 127 + le_hi
     bad = (a_sp != 0) | (b_sp != 0)
+    # V may be built over either operand (the kernel may swap them).
     bad |= b_nz & ((v_lo < -126) | (v_hi > 127))
+    bad |= a_nz & ((a_lo - 127 + le_lo < -126) | (a_hi - 127 + le_hi > 127))
     bad |= a_nz & b_nz & ((a_lo - 127 + v_lo < -126) | (a_hi - 127 + v_hi > 127))
     return bad.nonzero().flatten()
 

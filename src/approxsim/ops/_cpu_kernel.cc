@@ -74,14 +74,42 @@ struct Range {
     }
 };
 
+#if defined(__AVX512F__)
+// Transpose the 16x16 block held in r[0..15] (row q, lane i) in registers.
+inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; ++i) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; ++i) {
+        r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int i = 0; i < 2; ++i) {
+        for (int j = 0; j < 4; ++j) {
+            t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0x88);
+            t[8 * i + 4 + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0xDD);
+        }
+    }
+    for (int j = 0; j < 8; ++j) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD);
+    }
+}
+#endif
+
 typedef uint32_t vu16 __attribute__((vector_size(64)));
 typedef int32_t vi16 __attribute__((vector_size(64)));
 
-// Decode n operands x[q·stride] of operand A for the row gather: off[q] = (q·2^M + index)·NT
-// (the V row of k = q) and w[q] = s·2^e (or a signed zero). Returns the exponent range met.
-// Sixteen at a time in vector registers when the operands are contiguous.
-Range decode_span(const float* x, int64_t stride, int n, int rows, int shift, uint32_t nearest,
-                  int nt, int32_t* __restrict off, float* __restrict w) {
+// Decode n operands x[q·stride]: off[q] = q·q_mul + index·i_mul and w[q] = s·2^e (or a signed
+// zero). The row gather asks for its V row (q_mul = 2^M·NT, i_mul = NT), the direct kernel for
+// its LUT row (q_mul = 0, i_mul = 2^M). Returns the exponent range met. Sixteen at a time in
+// vector registers when the operands are contiguous.
+Range decode_span(const float* x, int64_t stride, int n, int shift, uint32_t nearest,
+                  int32_t q_mul, int32_t i_mul, int32_t* __restrict off, float* __restrict w) {
     const uint32_t half = (1u << (shift - 1)) - 1u;
     const uint32_t round_mask = 0u - nearest;
     Range out;
@@ -100,7 +128,7 @@ Range decode_span(const float* x, int64_t stride, int n, int rows, int shift, ui
             vu16 e = rnd >> 23;
             vi16 ok = (e0 != 0u) & (e != 255u);
             vu16 idx = ((rnd & 0x7FFFFFu) >> shift) & (vu16)ok;
-            vi16 o = (vi16)(((vu16)(lane + q) * (uint32_t)rows + idx) * (uint32_t)nt);
+            vi16 o = (vi16)((vu16)(lane + q) * (uint32_t)q_mul + idx * (uint32_t)i_mul);
             vu16 wb = (bits & 0x80000000u) | ((e << 23) & (vu16)ok);
             memcpy(off + q, &o, 64);
             memcpy(w + q, &wb, 64);
@@ -122,7 +150,7 @@ Range decode_span(const float* x, int64_t stride, int n, int rows, int shift, ui
         uint32_t e = rnd >> 23;
         bool ok = (e0 != 0u) & (e != 255u);
         uint32_t wb = (bits & 0x80000000u) | (ok ? (e << 23) : 0u);
-        off[q] = (q * rows + (ok ? (int32_t)((rnd & 0x7FFFFFu) >> shift) : 0)) * nt;
+        off[q] = q * q_mul + (ok ? (int32_t)((rnd & 0x7FFFFFu) >> shift) : 0) * i_mul;
         memcpy(w + q, &wb, 4);
         if (ok) out.add((int32_t)e);
         out.special |= (e == 255u);
@@ -133,7 +161,8 @@ Range decode_span(const float* x, int64_t stride, int n, int rows, int shift, ui
 // Build V for columns n0..n0+nt (nt <= NT, padded with zeros to NT) and k0..k0+kt.
 template <int NT>
 void build_v(const float* b, int64_t sbk, int64_t sbn, int64_t k0, int kt, int64_t n0, int nt,
-             const float* lut, int rows, int shift, int nearest, float* v, Range& rb) {
+             const float* lut, const float* lut_t, int rows, int shift, int nearest, float* v,
+             Range& rb) {
     int32_t ib[NT];
     float wb[NT];
     for (int kk = 0; kk < kt; ++kk) {
@@ -152,6 +181,25 @@ void build_v(const float* b, int64_t sbk, int64_t sbn, int64_t k0, int kt, int64
             }
         }
         float* vk = v + (int64_t)kk * rows * NT;
+#if defined(__AVX512F__)
+        // Sixteen scaled LUT columns (rows of the transposed LUT) at a time, transposed in
+        // registers into sixteen V rows: no gathers (slow on CPUs with the GDS mitigation).
+        if (NT % 16 == 0 && rows % 16 == 0) {
+            for (int c0 = 0; c0 < NT; c0 += 16) {
+                for (int i0 = 0; i0 < rows; i0 += 16) {
+                    __m512 blk[16];
+                    for (int q = 0; q < 16; ++q) {
+                        const float* col = lut_t + (int64_t)ib[c0 + q] * rows + i0;
+                        blk[q] = _mm512_mul_ps(_mm512_set1_ps(wb[c0 + q]), _mm512_loadu_ps(col));
+                    }
+                    transpose16(blk);
+                    for (int p = 0; p < 16; ++p)
+                        _mm512_storeu_ps(vk + (int64_t)(i0 + p) * NT + c0, blk[p]);
+                }
+            }
+            continue;
+        }
+#endif
         for (int i = 0; i < rows; ++i) {
             const float* lrow = lut + (int64_t)i * rows;
             float* vrow = vk + (int64_t)i * NT;
@@ -192,11 +240,11 @@ void gather_rows(const float* a, int64_t sar, int64_t sak, int64_t r_lo, int64_t
     for (int64_t r = r_lo; r < r_hi; ++r) {
         const float* arow = a + r * sar + k0 * sak;
         // Rows of one k-tile are far apart in A: fetch ahead, the hardware prefetcher won't.
-        if (r + kPrefetchRows < r_hi) {
+        if (sak == 1 && r + kPrefetchRows < r_hi) {
             const char* ahead = reinterpret_cast<const char*>(arow + kPrefetchRows * sar);
             for (int q = 0; q < kt * sak * 4; q += 64) __builtin_prefetch(ahead + q);
         }
-        ra.merge(decode_span(arow, sak, kt, rows, shift, nearest, NT, off, w));
+        ra.merge(decode_span(arow, sak, kt, shift, nearest, rows * NT, NT, off, w));
         // Two k per step into two accumulator sets: the FMA chains stay short.
         vec acc0[NV], acc1[NV];
 #pragma GCC unroll 4
@@ -236,7 +284,8 @@ void gather_rows(const float* a, int64_t sar, int64_t sak, int64_t r_lo, int64_t
 template <int NT>
 void gemm_gather(const float* a, int64_t sar, int64_t sak, const float* b, int64_t sbk,
                  int64_t sbn, float* c, int64_t scr, int64_t scn, int64_t R, int64_t K,
-                 int64_t N, const float* lut, int m, int nearest, int64_t r_lo, int64_t r_hi,
+                 int64_t N, const float* lut, const float* lut_t, int m, int nearest,
+                 int64_t r_lo, int64_t r_hi,
                  int64_t t_lo, int64_t t_hi, int k_tile, float* work, Range& ra, Range& rb) {
     const int rows = 1 << m;
     const int shift = 23 - m;
@@ -249,9 +298,72 @@ void gemm_gather(const float* a, int64_t sar, int64_t sak, const float* b, int64
         int nt = (int)(N - n0 < NT ? N - n0 : NT);
         for (int64_t k0 = 0; k0 < K; k0 += k_tile) {
             int kt = (int)(K - k0 < k_tile ? K - k0 : k_tile);
-            build_v<NT>(b, sbk, sbn, k0, kt, n0, nt, lut, rows, shift, nearest, v, rb);
+            build_v<NT>(b, sbk, sbn, k0, kt, n0, nt, lut, lut_t, rows, shift, nearest, v, rb);
             gather_rows<NT>(a, sar, sak, r_lo, r_hi, k0, kt, v, rows, shift, nearest, c, scr,
                             scn, n0, nt, k0 == 0, off, w, ra);
+        }
+    }
+}
+
+// The direct kernel for rows r_lo..r_hi, column tiles t_lo..t_hi of NT columns: per k tile,
+// B's operands are decoded once (LUT column index and s·2^e), then each row looks its
+// products up in its operand's LUT row, one scalar load per product.
+template <int NT>
+__attribute__((optimize("no-tree-vectorize"))) void gemm_direct(const float* a, int64_t sar, int64_t sak, const float* b, int64_t sbk,
+                 int64_t sbn, float* c, int64_t scr, int64_t scn, int64_t K, int64_t N,
+                 const float* lut, int m, int nearest, int64_t r_lo, int64_t r_hi, int64_t t_lo,
+                 int64_t t_hi, int k_tile, float* work, Range& ra, Range& rb) {
+    const int rows = 1 << m;
+    const int shift = 23 - m;
+    int32_t* ib = reinterpret_cast<int32_t*>(work);  // (k_tile, NT)
+    float* wb = work + (int64_t)k_tile * NT;          // (k_tile, NT)
+    int32_t* off = reinterpret_cast<int32_t*>(wb + (int64_t)k_tile * NT);
+    float* w = reinterpret_cast<float*>(off + k_tile);
+    for (int64_t t = t_lo; t < t_hi; ++t) {
+        int64_t n0 = t * NT;
+        int nt = (int)(N - n0 < NT ? N - n0 : NT);
+        for (int64_t k0 = 0; k0 < K; k0 += k_tile) {
+            int kt = (int)(K - k0 < k_tile ? K - k0 : k_tile);
+            for (int kk = 0; kk < kt; ++kk) {
+                const float* brow = b + (k0 + kk) * sbk + n0 * sbn;
+                for (int q = 0; q < NT; ++q) {
+                    int32_t idx = 0;
+                    float wv = 0.0f;
+                    if (q < nt) {
+                        uint32_t bits;
+                        memcpy(&bits, brow + q * sbn, 4);
+                        Decoded d = decode(bits, shift, nearest);
+                        rb.add(d.exp);
+                        idx = d.index;
+                        wv = d.weight;
+                    }
+                    ib[kk * NT + q] = idx;
+                    wb[kk * NT + q] = wv;
+                }
+            }
+            for (int64_t r = r_lo; r < r_hi; ++r) {
+                const float* arow = a + r * sar + k0 * sak;
+                ra.merge(decode_span(arow, sak, kt, shift, (uint32_t)nearest, 0, rows, off, w));
+                float acc[NT];
+                for (int q = 0; q < NT; ++q) acc[q] = 0.0f;
+                {
+                    // Scalar loads (this function is not auto-vectorized): hardware gathers
+                    // are slow on CPUs with the GDS mitigation.
+                    for (int kk = 0; kk < kt; ++kk) {
+                        const float* l0 = lut + off[kk];
+                        const float wa = w[kk];
+                        const int32_t* ik = ib + kk * NT;
+                        const float* sk = wb + kk * NT;
+                        for (int q = 0; q < nt; ++q) acc[q] += wa * (sk[q] * l0[ik[q]]);
+                    }
+                }
+                float* crow = c + r * scr + n0 * scn;
+                if (k0 == 0) {
+                    for (int q = 0; q < nt; ++q) crow[q * scn] = acc[q];
+                } else {
+                    for (int q = 0; q < nt; ++q) crow[q * scn] += acc[q];
+                }
+            }
         }
     }
 }
@@ -265,6 +377,11 @@ int64_t approxsim_gather_work(int k_tile, int n_tile, int m) {
     return (int64_t)k_tile * (1 << m) * n_tile + 2 * (int64_t)k_tile + 16;
 }
 
+// Floats of scratch `work` that approxsim_gemm_direct needs for (k_tile, n_tile).
+int64_t approxsim_direct_work(int k_tile, int n_tile) {
+    return 2 * (int64_t)k_tile * n_tile + 2 * (int64_t)k_tile + 16;
+}
+
 // C[b, r, n] for batches b_lo..b_hi, rows r_lo..r_hi and column tiles t_lo..t_hi (of n_tile
 // columns); strides in elements. ranges: int32[batches][6], for each batch the exponent fields
 // of A's (lo, hi, special) and B's (lo, hi, special) operands met, merged into what is there.
@@ -272,9 +389,10 @@ int64_t approxsim_gather_work(int k_tile, int n_tile, int m) {
 int approxsim_gemm_gather(const float* a, int64_t sab, int64_t sar, int64_t sak, const float* b,
                           int64_t sbb, int64_t sbk, int64_t sbn, float* c, int64_t scb,
                           int64_t scr, int64_t scn, int64_t R, int64_t K, int64_t N,
-                          const float* lut, int m, int nearest, int64_t b_lo, int64_t b_hi,
+                          const float* lut, const float* lut_t, int m, int nearest,
+                          int64_t b_lo, int64_t b_hi,
                           int64_t r_lo, int64_t r_hi, int64_t t_lo, int64_t t_hi, int n_tile,
-                          int k_tile, float* work, int32_t* ranges) {
+                          int k_tile, int direct, float* work, int32_t* ranges) {
     if (n_tile != 8 && n_tile != 16 && n_tile != 32 && n_tile != 64) return -1;
     for (int64_t bi = b_lo; bi < b_hi; ++bi) {
         const float* ab = a + bi * sab;
@@ -284,8 +402,12 @@ int approxsim_gemm_gather(const float* a, int64_t sab, int64_t sar, int64_t sak,
         switch (n_tile) {
 #define APPROXSIM_CASE(T)                                                                    \
     case T:                                                                                  \
-        gemm_gather<T>(ab, sar, sak, bb, sbk, sbn, cb, scr, scn, R, K, N, lut, m, nearest,  \
-                       r_lo, r_hi, t_lo, t_hi, k_tile, work, ra, rb);                        \
+        if (direct)                                                                          \
+            gemm_direct<T>(ab, sar, sak, bb, sbk, sbn, cb, scr, scn, K, N, lut, m, nearest,  \
+                           r_lo, r_hi, t_lo, t_hi, k_tile, work, ra, rb);                    \
+        else                                                                                 \
+            gemm_gather<T>(ab, sar, sak, bb, sbk, sbn, cb, scr, scn, R, K, N, lut, lut_t, m, \
+                           nearest, r_lo, r_hi, t_lo, t_hi, k_tile, work, ra, rb);           \
         break;
             APPROXSIM_CASE(8)
             APPROXSIM_CASE(16)

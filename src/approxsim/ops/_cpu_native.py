@@ -35,6 +35,8 @@ CACHE_SECTION = "kernels"
 N_TILES = (8, 16, 32, 64)
 #: Target size of one V tile (a share of the per-core L2 cache).
 V_TILE_BYTES = 1 << 20
+#: k tile of the direct kernel (B's decoded tile stays in L1/L2).
+DIRECT_K_TILE = 256
 
 
 class KernelBuildError(RuntimeError):
@@ -78,10 +80,10 @@ _ARGTYPES: list[Any] = [
     ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,  # b, strides b/k/n
     ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,  # c, strides b/r/n
     ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,  # R, K, N
-    ctypes.c_void_p, ctypes.c_int, ctypes.c_int,  # lut, M, nearest
+    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,  # lut, lutᵀ, M, nearest
     ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,  # batches, rows
     ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int,  # tiles, n_tile, k_tile
-    ctypes.c_void_p, ctypes.c_void_p,  # work, ranges
+    ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,  # direct, work, ranges
 ]  # fmt: skip
 
 
@@ -118,6 +120,8 @@ def _load_library() -> Any:
     lib.approxsim_gemm_gather.restype = ctypes.c_int
     lib.approxsim_gather_work.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.approxsim_gather_work.restype = ctypes.c_int64
+    lib.approxsim_direct_work.argtypes = [ctypes.c_int, ctypes.c_int]
+    lib.approxsim_direct_work.restype = ctypes.c_int64
     return lib
 
 
@@ -146,14 +150,62 @@ def load() -> Any | None:
         return None
 
 
-def plan(k: int, n: int, mantissa_bits: int) -> tuple[int, int]:
-    """``(k_tile, n_tile)``: the narrowest compiled column tile holding ``n`` (at most 64),
-    and balanced k tiles so one V tile is about :data:`V_TILE_BYTES`."""
+#: Rough per-thread costs in nanoseconds, measured on a 2-core AVX-512 CPU: one V entry
+#: (16-wide tiles built with in-register transposes; 8-wide ones with gathers), one row-gather
+#: step of ``n_tile`` columns, one direct product. They only rank the four ways to run a
+#: problem (row gather or direct, operands as given or swapped).
+COST_V = {8: 1.2, 16: 0.7, 32: 0.7, 64: 0.7}
+COST_STEP = {8: 2.5, 16: 3.0, 32: 4.0, 64: 6.0}
+COST_DIRECT = 1.3
+
+
+def _tiles(k: int, n: int, mantissa_bits: int) -> tuple[int, int]:
     n_tile = next((t for t in N_TILES if t >= n), N_TILES[-1])
     per_k = 4 * (1 << mantissa_bits) * n_tile
     k_max = max(1, min(k, V_TILE_BYTES // per_k))
     n_kt = -(-k // k_max)
     return -(-k // n_kt), n_tile
+
+
+def plan(r: int, k: int, n: int, mantissa_bits: int) -> tuple[bool, bool, int, int]:
+    """``(swap, direct, k_tile, n_tile)`` for an ``r × k × n`` problem.
+
+    The row gather builds V tables over B (``2^M · K · N`` entries) and pays when A has many
+    rows; the direct kernel looks every product up and pays for small problems. With ``swap``
+    the kernel computes ``Cᵀ = Bᵀ·Aᵀ`` through the transposed LUT (same products), which
+    suits few rows and many columns. The cheapest of the four by :data:`COST_V`,
+    :data:`COST_STEP` and :data:`COST_DIRECT` is chosen.
+    """
+    best: tuple[float, bool, bool] | None = None
+    for swap, (rr, nn) in ((False, (r, n)), (True, (n, r))):
+        _, nt = _tiles(k, nn, mantissa_bits)
+        tiles = -(-nn // nt)
+        gather = k * tiles * ((1 << mantissa_bits) * nt * COST_V[nt] + rr * COST_STEP[nt])
+        for direct, cost in ((False, gather), (True, rr * k * nn * COST_DIRECT)):
+            if best is None or cost < best[0]:
+                best = (cost, swap, direct)
+    assert best is not None
+    _, swap, direct = best
+    kt, nt = _tiles(k, r if swap else n, mantissa_bits)
+    if direct:
+        kt = max(1, min(k, DIRECT_K_TILE))
+    return swap, direct, kt, nt
+
+
+_LUT_T: dict[int, tuple[Tensor, Tensor]] = {}
+
+
+def _transposed(lut_bits: Tensor) -> Tensor:
+    """``lut_bits`` as a float32 (2^M, 2^M) matrix, transposed and contiguous (cached)."""
+    hit = _LUT_T.get(lut_bits.data_ptr())
+    if hit is not None and hit[0] is lut_bits:
+        return hit[1]
+    rows = int(round(lut_bits.numel() ** 0.5))
+    lut_t = lut_bits.view(torch.float32).view(rows, rows).t().contiguous()
+    if len(_LUT_T) >= 8:
+        _LUT_T.clear()
+    _LUT_T[lut_bits.data_ptr()] = (lut_bits, lut_t)
+    return lut_t
 
 
 def lut_bmm_native(
@@ -165,21 +217,38 @@ def lut_bmm_native(
     rounding: int,
     *,
     k_tile: int | None = None,
+    force: tuple[bool, bool] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run the compiled kernel on ``(B, R, K) × (B, K, N)`` float32 (any strides).
 
     Returns ``(out, ranges)``: the (B, R, N) result and, per batch, the biased exponent range
     of A's and B's nonzero operands and whether an inf/NaN met, as int32 (B, 6); the caller
-    decides from them which batches must be recomputed exactly.
+    decides from them which batches must be recomputed exactly. ``force = (swap, direct)``
+    overrides :func:`plan` (tests); ``k_tile`` its k tile.
     """
     from approxsim.ops._cpu import _buffer, _run
 
     nb, r, k = a.shape
     n = b.shape[-1]
     out = torch.empty(nb, r, n, dtype=torch.float32)
-    kt, nt = plan(k, n, mantissa_bits)
+    swap, direct, kt, nt = plan(r, k, n, mantissa_bits)
+    if force is not None:
+        swap, direct = force
+        kt, nt = _tiles(k, r if swap else n, mantissa_bits)
+        if direct:
+            kt = max(1, min(k, DIRECT_K_TILE))
     if k_tile is not None:
         kt = max(1, min(k, k_tile))
+    lut = lut_bits.contiguous()
+    lut_t = _transposed(lut)
+    c = out
+    if swap:  # Cᵀ = Bᵀ·Aᵀ with LUTᵀ: the same products, written through out's transpose
+        a, b, c = b.transpose(1, 2), a.transpose(1, 2), out.transpose(1, 2)
+        lut, lut_t = lut_t, lut
+        r, n = n, r
+    if a.stride(2) != 1:
+        # A is decoded once per column tile, fastest from contiguous rows: one copy pays.
+        a = a.contiguous()
     n_tiles = -(-n // nt)
     workers = max(1, torch.get_num_threads())
     # Split what needs no duplicated V building first: column tiles, then batches, then rows.
@@ -191,16 +260,18 @@ def lut_bmm_native(
     else:
         parts = [(0, nb, lo, hi, 0, n_tiles) for lo, hi in _split(r, workers)]
     ranges = torch.tensor([255, 0, 0, 255, 0, 0], dtype=torch.int32).repeat(len(parts), nb, 1)
-    work_len = int(lib.approxsim_gather_work(kt, nt, mantissa_bits))
-    lut = lut_bits.contiguous()
+    if direct:
+        work_len = int(lib.approxsim_direct_work(kt, nt))
+    else:
+        work_len = int(lib.approxsim_gather_work(kt, nt, mantissa_bits))
     head = (
-        a.data_ptr(), *a.stride(), b.data_ptr(), *b.stride(), out.data_ptr(), *out.stride(),
-        r, k, n, lut.data_ptr(), mantissa_bits, rounding,
+        a.data_ptr(), *a.stride(), b.data_ptr(), *b.stride(), c.data_ptr(), *c.stride(),
+        r, k, n, lut.data_ptr(), lut_t.data_ptr(), mantissa_bits, rounding,
     )  # fmt: skip
     jobs = []
     for j, part in enumerate(parts):
         work = _buffer(f"native{j}", work_len, torch.float32)
-        jobs.append((*head, *part, nt, kt, work.data_ptr(), ranges[j].data_ptr()))
+        jobs.append((*head, *part, nt, kt, int(direct), work.data_ptr(), ranges[j].data_ptr()))
     status = [0] * len(jobs)
 
     def call(j: int, *args: Any) -> None:
@@ -216,6 +287,8 @@ def lut_bmm_native(
         ],
         dim=-1,
     )  # fmt: skip
+    if swap:
+        merged = merged[:, [3, 4, 5, 0, 1, 2]]
     return out, merged
 
 

@@ -80,7 +80,11 @@ def _(a: Tensor, b: Tensor, lut: Tensor, mantissa_bits: int, rounding: int) -> T
 def _bmm_pass(a: Tensor, b: Tensor, lut: Tensor, bits: int, rounding: int) -> Tensor:
     if bits == 0:
         return torch.bmm(a, b)
-    return lut_bmm(a.contiguous(), b.contiguous(), lut, bits, rounding)
+    if a.device.type != "cpu":
+        a, b = a.contiguous(), b.contiguous()
+    # The CPU kernel reads any strides: the transposed operands of the backward pass are
+    # not copied.
+    return lut_bmm(a, b, lut, bits, rounding)
 
 
 @torch.library.custom_op("approxsim::approx_bmm", mutates_args=())
