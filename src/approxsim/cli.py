@@ -8,6 +8,7 @@ Subcommands:
     ``approxsim eval --checkpoint FILE --multiplier NAME``
     ``approxsim compare RUN_DIR... [--plot curves.png]``
     ``approxsim bench ops [--multiplier NAME] [--problems ...] [--json FILE]``
+    ``approxsim cim mc | attack | eval | train | sweep ...`` (analog compute-in-memory)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from approxsim.multipliers.cliargs import add_multiplier_arguments, multiplier_from_args
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print JSON instead of a table")
     show.add_argument("--save", metavar="FILE.npz", help="save the multiplier for later runs")
 
+    from approxsim.cim.cli import add_cim_parser
     from approxsim.experiments.bench import add_bench_parser
     from approxsim.experiments.compare import add_compare_parser
     from approxsim.experiments.train import add_eval_parser, add_train_parser
@@ -65,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     add_compare_parser(sub)
     add_bench_parser(sub)
+    add_cim_parser(sub)
     return parser
 
 
@@ -172,18 +175,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``approxsim`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from approxsim.cim.cli import CIM_ACTIONS, run_cim_cli
     from approxsim.experiments.bench import run_bench_cli
     from approxsim.experiments.compare import run_compare_cli
     from approxsim.experiments.train import run_eval_cli, run_train_cli
     from approxsim.multipliers import MultiplierError
 
-    handlers = {
+    handlers: dict[tuple[str, str | None], Callable[[argparse.Namespace], int]] = {
         ("multipliers", "list"): _cmd_list,
         ("multipliers", "show"): _cmd_show,
         ("bench", "ops"): run_bench_cli,
         ("train", None): run_train_cli,
         ("eval", None): run_eval_cli,
         ("compare", None): run_compare_cli,
+        **{("cim", action): run_cim_cli for action in CIM_ACTIONS},
     }
     try:
         return handlers[(args.command, getattr(args, "action", None))](args)

@@ -1,0 +1,605 @@
+"""Put a model on a simulated CIM chip: layer selection, chip instances and weight swapping.
+
+A chip instance is a :class:`Perturbation`: the device deviations ``Δg`` of every device of
+every mapped layer. :func:`chip` is a context manager inside which the model computes with the
+chip's weights, ``w_chip = Q(w) + s · δ`` (``Q``: the quantized weight, ``s``: the layer's
+``max|w|``, ``δ``: the weight change of the deviations in units of ``s``, see
+:mod:`approxsim.cim.device`). Nothing is copied and no model code is changed: a forward
+pre-hook on each mapped layer puts the chip's weight in place of the ``weight`` Parameter for
+the duration of that layer's forward call, and a forward hook (run even when the forward
+raises) puts the Parameter back. So gradients flow to whatever the chip's weight is computed
+from (the deviations, for a worst-case search; the Parameters, for training), and the model's
+weights are exactly the same objects, unmodified, afterwards.
+
+This works on any layer that reads ``self.weight`` in its forward: ``nn.Linear``,
+``nn.Conv1d/2d/3d`` and approxsim's ``ApproxLinear`` / ``ApproxConv1d/2d`` (the chip's weight
+then goes through the approximate multiplier). Layers inside ``nn.MultiheadAttention`` are not
+called as modules (the attention reads their weights directly) and are never mapped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from approxsim.cim.device import (
+    CIMError,
+    DeviceConfig,
+    device_to_weight_delta,
+    quantize_weight,
+    sample_device_deviations,
+    weight_sign,
+)
+
+__all__ = [
+    "PERTURBATION_FORMAT",
+    "PatternArg",
+    "Perturbation",
+    "ChipHandle",
+    "select_layers",
+    "weights_digest",
+    "sample_perturbation",
+    "chip",
+    "weight_deltas",
+]
+
+PERTURBATION_FORMAT = "approxsim.cim.perturbation/1"
+
+#: Layer types mapped to devices (subclasses included: approxsim's Approx* layers).
+_MAPPED_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+Pattern = str | type[nn.Module]
+PatternArg = Pattern | Sequence[Pattern] | None
+
+
+# ---------------------------------------------------------------------------- selection
+def _patterns(arg: PatternArg, what: str) -> tuple[Pattern, ...] | None:
+    if arg is None:
+        return None
+    items: Sequence[Any] = (arg,) if isinstance(arg, (str, type)) else tuple(arg)
+    for p in items:
+        if not (isinstance(p, str) or (isinstance(p, type) and issubclass(p, nn.Module))):
+            raise CIMError(
+                f"{what} takes fnmatch patterns on qualified module names (e.g. 'features.*'), "
+                f"nn.Module types (e.g. nn.Conv2d), or a list of them; got {p!r}"
+            )
+    return tuple(items)
+
+
+def _matches(patterns: tuple[Pattern, ...], chain: list[tuple[str, nn.Module]]) -> bool:
+    """True when a pattern names the module or one of its ancestors (by name or type)."""
+    for p in patterns:
+        for name, module in chain:
+            if isinstance(p, str) and fnmatchcase(name, p):
+                return True
+            if isinstance(p, type) and isinstance(module, p):
+                return True
+    return False
+
+
+def select_layers(
+    model: nn.Module, include: PatternArg = None, exclude: PatternArg = None
+) -> dict[str, nn.Module]:
+    """The layers of ``model`` that a chip maps to devices, by qualified name.
+
+    Selection works as in :func:`approxsim.convert_model`: ``include`` / ``exclude`` take
+    fnmatch patterns on qualified module names or ``nn.Module`` types; a pattern selects the
+    module it names and everything inside it; exclude wins. Of the selected modules, those
+    that are ``nn.Linear`` or ``nn.Conv1d/2d/3d`` (or subclasses such as ``ApproxLinear``)
+    with a ``weight`` are mapped.
+
+    Args:
+        model: Any model.
+        include: Map only these; default: every linear and convolution layer.
+        exclude: Leave these digital (exact weights).
+
+    Returns:
+        ``{name: module}`` in module order (a module registered twice appears once).
+
+    Raises:
+        CIMError: bad patterns, or no layer selected (the message lists the layer names).
+
+    Warns:
+        UserWarning: selected layers inside ``nn.MultiheadAttention`` (not mapped).
+    """
+    if not isinstance(model, nn.Module):
+        raise CIMError(f"expected an nn.Module, got {type(model).__name__}")
+    inc = _patterns(include, "include")
+    exc = _patterns(exclude, "exclude")
+    found: dict[str, nn.Module] = {}
+    seen: set[int] = set()
+    skipped: list[str] = []
+
+    def visit(module: nn.Module, name: str, chain: list[tuple[str, nn.Module]]) -> None:
+        if id(module) in seen:
+            return
+        seen.add(id(module))
+        chain = chain + [(name, module)]
+        chosen = (exc is None or not _matches(exc, chain)) and (inc is None or _matches(inc, chain))
+        if isinstance(module, nn.MultiheadAttention):
+            if chosen:
+                skipped.append(name or "(model)")
+            return
+        if (
+            chosen
+            and isinstance(module, _MAPPED_TYPES)
+            and isinstance(module._parameters.get("weight"), nn.Parameter)
+            and not isinstance(module.weight, nn.parameter.UninitializedParameter)
+        ):
+            found[name] = module
+        for child_name, child in module.named_children():
+            visit(child, f"{name}.{child_name}" if name else child_name, chain)
+
+    visit(model, "", [])
+    if skipped:
+        warnings.warn(
+            f"CIM: attention modules read their projection weights directly, so they stay "
+            f"digital (not mapped to devices): {', '.join(skipped)}",
+            UserWarning,
+            stacklevel=2,
+        )
+    if not found:
+        names = ", ".join(n for n, _ in model.named_modules() if n) or "(none)"
+        raise CIMError(
+            f"include={include!r} / exclude={exclude!r} select no linear or convolution layer "
+            f"to map to devices; module names: {names}"
+        )
+    return found
+
+
+def weights_digest(layers: Mapping[str, nn.Module]) -> str:
+    """SHA-256 of the names, shapes and float32 values of the layers' weights.
+
+    A saved :class:`Perturbation` records it, so replaying it on other weights is caught.
+    """
+    h = hashlib.sha256()
+    for name, module in layers.items():
+        w = module._parameters["weight"]
+        assert w is not None
+        h.update(name.encode() + b"\0" + repr(tuple(w.shape)).encode() + b"\0")
+        h.update(w.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------- perturbation
+@dataclass
+class Perturbation:
+    """One chip instance: the device deviations of every mapped layer.
+
+    Attributes:
+        config: The device model (bits, mapping) the deviations belong to.
+        deviations: ``{layer name: (devices_per_weight, *weight.shape) float32}`` device
+            deviations ``Δg`` in units of a device's full range (see
+            :func:`~approxsim.cim.device.device_conductances` for the device order).
+        digest: :func:`weights_digest` of the model the chip was made for (``None``: not
+            recorded, no check).
+        meta: JSON-serializable notes (how it was made: seed, search settings, accuracy).
+    """
+
+    config: DeviceConfig
+    deviations: dict[str, Tensor]
+    digest: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, DeviceConfig):
+            raise CIMError(f"config must be a DeviceConfig, got {type(self.config).__name__}")
+        d = self.config.devices_per_weight
+        for name, t in self.deviations.items():
+            if not isinstance(t, Tensor) or t.dim() < 1 or t.shape[0] != d:
+                shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                raise CIMError(
+                    f"perturbation of layer {name!r} must have {d} devices per weight "
+                    f"(first dimension), got {shape}"
+                )
+
+    def check_model(self, layers: Mapping[str, nn.Module], *, strict: bool = True) -> None:
+        """Check that the perturbation fits ``layers`` (names, shapes and, if ``strict``, the
+        weights it was made for).
+
+        Raises:
+            CIMError: a missing layer, a shape mismatch, or different weights.
+        """
+        missing = sorted(set(self.deviations) - set(layers))
+        if missing:
+            raise CIMError(
+                f"the perturbation has layers the model does not map: {missing}; model layers: "
+                f"{list(layers)}"
+            )
+        for name, dg in self.deviations.items():
+            w = layers[name]._parameters["weight"]
+            assert w is not None
+            if tuple(dg.shape[1:]) != tuple(w.shape):
+                raise CIMError(
+                    f"the perturbation of layer {name!r} is for weights of shape "
+                    f"{tuple(dg.shape[1:])}, the model's are {tuple(w.shape)}"
+                )
+        if strict and self.digest is not None:
+            sub = {n: layers[n] for n in self.deviations}
+            if weights_digest(sub) != self.digest:
+                raise CIMError(
+                    "the perturbation was made for other weights (its weights digest does "
+                    "not match this model's); load the checkpoint it was made for, or pass "
+                    "strict=False (--no-strict) to apply it anyway"
+                )
+
+    def weight_deltas(self, layers: Mapping[str, nn.Module]) -> dict[str, Tensor]:
+        """``{name: δ}``: the weight change of each layer in units of its scale ``s``."""
+        out = {}
+        for name, dg in self.deviations.items():
+            w = layers[name]._parameters["weight"]
+            assert w is not None
+            out[name] = device_to_weight_delta(
+                dg.to(w.device, torch.float32), weight_sign(w.detach()), self.config
+            )
+        return out
+
+    def stats(self, layers: Mapping[str, nn.Module] | None = None) -> dict[str, Any]:
+        """Summary numbers: devices, ``max|Δg|``, ``rms(Δg)``; with ``layers`` also the
+        weight change ``δ = Δw/s``: ``max|δ|``, ``mean|δ|``, ``rms(δ)`` and the fraction of
+        weights with ``|δ|`` within 1% of the largest (at the bound of a search)."""
+        flat = (
+            torch.cat([d.reshape(-1) for d in self.deviations.values()])
+            if self.deviations
+            else torch.zeros(0)
+        ).double()
+        out: dict[str, Any] = {
+            "layers": len(self.deviations),
+            "devices": int(flat.numel()),
+            "max_abs_device_deviation": float(flat.abs().max()) if flat.numel() else 0.0,
+            "rms_device_deviation": float(flat.square().mean().sqrt()) if flat.numel() else 0.0,
+        }
+        if layers is not None:
+            d = torch.cat([t.reshape(-1) for t in self.weight_deltas(layers).values()]).double()
+            m = float(d.abs().max()) if d.numel() else 0.0
+            out.update(
+                weights=int(d.numel()),
+                max_abs_weight_delta=m,
+                mean_abs_weight_delta=float(d.abs().mean()),
+                rms_weight_delta=float(d.square().mean().sqrt()),
+                fraction_at_max=float((d.abs() >= 0.99 * m).double().mean()) if m > 0 else 0.0,
+            )
+        return out
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the perturbation (torch format, loadable with ``weights_only=True``),
+        atomically.
+
+        Returns:
+            The path written.
+        """
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        torch.save(
+            {
+                "format": PERTURBATION_FORMAT,
+                "config": self.config.to_dict(),
+                "deviations": {
+                    k: v.detach().cpu().contiguous() for k, v in self.deviations.items()
+                },
+                "digest": self.digest,
+                "meta": self.meta,
+            },
+            buf,
+        )
+        tmp = p.with_name(f".{p.name}.tmp")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, p)
+        return p
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Perturbation:
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            CIMError: a missing file or one that is not a perturbation.
+        """
+        p = Path(path)
+        if not p.is_file():
+            raise CIMError(f"no perturbation file at {p}")
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+            raise CIMError(f"{p} could not be read as a perturbation file: {exc}") from None
+        if not isinstance(state, dict) or state.get("format") != PERTURBATION_FORMAT:
+            raise CIMError(
+                f"{p} is not an approxsim CIM perturbation (written by `approxsim cim attack "
+                "--save` or Perturbation.save)"
+            )
+        return cls(
+            DeviceConfig.from_dict(state["config"]),
+            dict(state["deviations"]),
+            state.get("digest"),
+            dict(state.get("meta") or {}),
+        )
+
+
+def sample_perturbation(
+    model: nn.Module,
+    config: DeviceConfig,
+    *,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    include: PatternArg = None,
+    exclude: PatternArg = None,
+) -> Perturbation:
+    """Draw one chip instance: device-to-device deviations of every mapped layer.
+
+    Args:
+        model: The model to map.
+        config: The device model (``sigma``, write-verify).
+        seed: Seed of the draw (reproducible); ``generator`` wins when both are given.
+        generator: CPU generator to draw from; default: a new one seeded with ``seed``, or
+            torch's global RNG when neither is given.
+        include: Layers to map (as :func:`select_layers`).
+        exclude: Layers to keep digital.
+
+    Returns:
+        A :class:`Perturbation` (layers in model order, deviations on the CPU).
+    """
+    layers = select_layers(model, include, exclude)
+    if generator is None and seed is not None:
+        generator = torch.Generator().manual_seed(int(seed))
+    devs = {
+        name: sample_device_deviations(m._parameters["weight"].shape, config, generator)  # type: ignore[union-attr]
+        for name, m in layers.items()
+    }
+    meta = {"kind": "monte-carlo", "seed": seed, "sigma": config.sigma}
+    return Perturbation(config, devs, weights_digest(layers), meta)
+
+
+# ---------------------------------------------------------------------------- swapping
+WeightFn = Callable[[str, Tensor], Tensor]
+
+
+class ChipHandle:
+    """What :func:`chip` and :func:`weight_deltas` yield: the mapped layers and how often
+    each was called.
+
+    Attributes:
+        layers: ``{name: module}`` of the mapped layers.
+        calls: ``{name: forward calls}`` since the context was entered.
+    """
+
+    def __init__(self, layers: dict[str, nn.Module]) -> None:
+        self.layers = layers
+        self.calls = dict.fromkeys(layers, 0)
+
+    def check_called(self) -> None:
+        """Raise unless every mapped layer ran its forward at least once.
+
+        A layer whose weight is used without calling the layer (tied weights read as
+        ``layer.weight``) would silently compute with exact weights.
+
+        Raises:
+            CIMError: naming the layers that never ran.
+        """
+        idle = [n for n, c in self.calls.items() if c == 0]
+        if idle:
+            raise CIMError(
+                f"mapped layer(s) {idle} never ran their forward, so their weights were used "
+                "without the chip's deviations (tied weights read directly?); exclude them"
+            )
+
+
+@contextlib.contextmanager
+def _swapped(model: nn.Module, layers: dict[str, nn.Module], fn: WeightFn) -> Iterator[ChipHandle]:
+    """Replace each layer's ``weight`` by ``fn(name, parameter)`` during its forward calls."""
+    handle = ChipHandle(layers)
+    hooks: list[torch.utils.hooks.RemovableHandle] = []
+    saved: dict[int, list[nn.Parameter]] = {}
+
+    def make_hooks(name: str, module: nn.Module) -> None:
+        def pre(mod: nn.Module, args: Any) -> None:
+            param = mod._parameters["weight"]
+            assert isinstance(param, nn.Parameter)
+            saved.setdefault(id(mod), []).append(param)
+            handle.calls[name] += 1
+            # Swapped in the Parameter dict itself (keeps the dict's order, so state_dict
+            # keys are unchanged); nn.Module.__getattr__ returns it as ``mod.weight``.
+            mod._parameters["weight"] = fn(name, param)  # type: ignore[assignment]
+
+        def post(mod: nn.Module, args: Any, output: Any) -> None:
+            stack = saved.get(id(mod))
+            if stack:
+                mod._parameters["weight"] = stack.pop()
+
+        hooks.append(module.register_forward_pre_hook(pre))
+        hooks.append(module.register_forward_hook(post, always_call=True))
+
+    for name, module in layers.items():
+        make_hooks(name, module)
+    try:
+        yield handle
+    finally:
+        for h in hooks:
+            h.remove()
+        for module in layers.values():  # a forward that never reached its post hook
+            stack = saved.get(id(module))
+            while stack:
+                module._parameters["weight"] = stack.pop()
+
+
+def _effective_weight_fn(
+    layers: dict[str, nn.Module],
+    config: DeviceConfig,
+    deltas: Mapping[str, Tensor | None],
+    *,
+    quantize: bool,
+    straight_through: bool,
+    read_generator: torch.Generator | None,
+) -> WeightFn:
+    """``fn(name, w) = Q(w) + s · (δ + read noise)``, cached while nothing needs gradients."""
+    cache: dict[str, tuple[int, Tensor]] = {}
+    read_std = config.read_noise * config.weight_std_factor
+
+    def fn(name: str, w: Tensor) -> Tensor:
+        delta = deltas.get(name)
+        static = not torch.is_grad_enabled() or not (
+            w.requires_grad or (delta is not None and delta.requires_grad)
+        )
+        hit = cache.get(name) if static else None
+        if hit is not None and hit[0] == w._version:
+            base = hit[1]
+        else:
+            if quantize:
+                wq, s = quantize_weight(w, config.weight_bits, straight_through=straight_through)
+            else:
+                wq, s = w, w.detach().abs().amax()
+            base = wq if delta is None else wq + s * delta.to(w.dtype)
+            if static:
+                base = base.detach()
+                cache[name] = (w._version, base)
+        if read_std > 0:
+            # Per-read noise: Σ_i c_i n_i of independent N(0, σ_r²) device reads is
+            # N(0, σ_r² Σ c_i²) per weight (times sets), drawn here directly per weight.
+            s = w.detach().abs().amax()
+            noise = torch.randn(w.shape, generator=read_generator, dtype=torch.float32)
+            base = base + (s * read_std) * noise.to(w.device, w.dtype)
+        return base
+
+    return fn
+
+
+@contextlib.contextmanager
+def chip(
+    model: nn.Module,
+    perturbation: Perturbation | None = None,
+    *,
+    config: DeviceConfig | None = None,
+    include: PatternArg = None,
+    exclude: PatternArg = None,
+    read_seed: int | None = None,
+    strict: bool = True,
+) -> Iterator[ChipHandle]:
+    """Run ``model`` on a simulated chip inside the ``with`` block.
+
+    Every mapped layer computes with ``w_chip = Q(w) + s · δ`` where ``δ`` is the
+    perturbation's weight change (none: the nominal, quantized chip), plus fresh per-read
+    noise in every forward pass when ``config.read_noise > 0``. The model's Parameters are
+    never modified; they are back in place when the block ends (also on errors).
+
+    Args:
+        model: The model (plain or converted to approximate layers).
+        perturbation: The chip instance (device deviations), e.g. from
+            :func:`sample_perturbation`, a worst-case search or :meth:`Perturbation.load`;
+            ``None``: a chip without device-to-device variation.
+        config: The device model; default: the perturbation's, else ``DeviceConfig()``.
+            With a perturbation it must have the same bits and mapping (``sigma`` and the
+            write-verify settings do not matter then; ``read_noise`` does).
+        include: Layers to map when there is no perturbation (a perturbation maps its own).
+        exclude: Layers to keep digital when there is no perturbation.
+        read_seed: Seed of the per-read noise (reproducible); ``None``: torch's global RNG.
+        strict: Check that the perturbation was made for this model's weights.
+
+    Yields:
+        A :class:`ChipHandle`.
+
+    Raises:
+        CIMError: a perturbation that does not fit the model or the config.
+
+    Example:
+        >>> p = sample_perturbation(model, DeviceConfig(sigma=0.02), seed=0)
+        >>> with chip(model, p):
+        ...     logits = model(x)
+    """
+    if perturbation is not None:
+        if config is None:
+            config = perturbation.config
+        elif (config.weight_bits, config.device_bits, config.mapping) != (
+            perturbation.config.weight_bits,
+            perturbation.config.device_bits,
+            perturbation.config.mapping,
+        ):
+            raise CIMError(
+                "the perturbation was made for another device model "
+                f"({perturbation.config.weight_bits} bits, {perturbation.config.device_bits} per "
+                f"device, {perturbation.config.mapping}) than config"
+            )
+        all_layers = select_layers(model)
+        perturbation.check_model(all_layers, strict=strict)
+        layers = {n: all_layers[n] for n in perturbation.deviations}
+        with torch.no_grad():
+            deltas: dict[str, Tensor | None] = dict(perturbation.weight_deltas(layers))
+    else:
+        config = config or DeviceConfig()
+        layers = select_layers(model, include, exclude)
+        deltas = {}
+    gen = None if read_seed is None else torch.Generator().manual_seed(int(read_seed))
+    fn = _effective_weight_fn(
+        layers, config, deltas, quantize=True, straight_through=False, read_generator=gen
+    )
+    with _swapped(model, layers, fn) as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def weight_deltas(
+    model: nn.Module,
+    deltas: Mapping[str, Tensor | None],
+    config: DeviceConfig,
+    *,
+    layers: Mapping[str, nn.Module] | None = None,
+    straight_through: bool = False,
+    quantize: bool = True,
+    read_generator: torch.Generator | None = None,
+) -> Iterator[ChipHandle]:
+    """Run ``model`` with weight changes ``δ`` given per weight (differentiable).
+
+    The building block of the worst-case search and of robustness training: inside the
+    block, layer ``name`` computes with ``Q(w) + s · deltas[name]`` (``s`` = the layer's
+    ``max|w|``, detached). Gradients reach ``deltas`` and, through the straight-through
+    estimator when ``straight_through``, the Parameters.
+
+    Args:
+        model: The model.
+        deltas: ``{layer name: δ}`` (shape of the layer's weight; ``None``: no change but
+            still quantized). Layers not named are left alone.
+        config: The device model (``weight_bits``; ``read_noise`` adds per-read noise).
+        layers: The model's mapped layers (default: :func:`select_layers` of ``model``,
+            restricted to ``deltas``' names).
+        straight_through: Pass gradients through the quantization to the Parameters.
+        quantize: Quantize the weights first (``False``: ``w + s · δ``).
+        read_generator: Generator of the per-read noise.
+
+    Yields:
+        A :class:`ChipHandle`.
+
+    Raises:
+        CIMError: unknown layer names or shapes that do not match.
+    """
+    every = dict(layers) if layers is not None else select_layers(model)
+    unknown = sorted(set(deltas) - set(every))
+    if unknown:
+        raise CIMError(f"deltas name layers the model does not map: {unknown}")
+    chosen = {n: every[n] for n in deltas}
+    for n, d in deltas.items():
+        w = chosen[n]._parameters["weight"]
+        assert w is not None
+        if d is not None and tuple(d.shape) != tuple(w.shape):
+            raise CIMError(
+                f"delta of layer {n!r} has shape {tuple(d.shape)}, the weight {tuple(w.shape)}"
+            )
+    fn = _effective_weight_fn(
+        chosen,
+        config,
+        deltas,
+        quantize=quantize,
+        straight_through=straight_through,
+        read_generator=read_generator,
+    )
+    with _swapped(model, chosen, fn) as handle:
+        yield handle

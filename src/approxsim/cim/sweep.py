@@ -1,0 +1,382 @@
+"""Accuracy versus variation magnitude: Monte Carlo and worst case for several models.
+
+For every model (e.g. one per training method) and every bound ``ε``, :func:`run_sweep`
+records
+
+* the Monte Carlo accuracy of ``mc_samples`` chips with device variation ``σ = ε_d`` (the
+  per-device value of ``ε``: each device's typical deviation equals the bound) on the
+  held-out split — its mean and 1st / 5th percentiles with intervals; with
+  ``mc_bounded=True`` the chips are write-verified to ``|Δg| ≤ ε_d``, so every Monte Carlo
+  chip lies inside the box the search explores;
+* the worst case found by each search method in the box ``|Δg| ≤ ε_d`` (per-weight
+  ``|Δw| ≤ ε_w · s``), searched on the attack split and scored on both splits.
+
+The results are one JSON document (schema ``approxsim.cim.sweep/1``), rewritten after every
+completed piece, so an interrupted sweep keeps its results and ``previous=`` continues it.
+:func:`plot_sweep` draws it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from approxsim.cim.chip import PatternArg, chip
+from approxsim.cim.device import CIMError, DeviceConfig, per_device_bound, per_weight_bound
+from approxsim.cim.evaluation import DataLike, accuracy, num_samples
+from approxsim.cim.montecarlo import monte_carlo
+from approxsim.cim.search import SEARCH_METHODS, SearchConfig, worst_case_search
+
+__all__ = ["SWEEP_SCHEMA", "run_sweep", "plot_sweep", "sweep_table"]
+
+SWEEP_SCHEMA = "approxsim.cim.sweep/1"
+
+
+def _settings(
+    config: DeviceConfig,
+    eps_values: Sequence[float],
+    unit: str,
+    mc_samples: int,
+    mc_bounded: bool,
+    seed: int,
+    search: SearchConfig,
+    methods: Sequence[str],
+    data: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "schema": SWEEP_SCHEMA,
+        "device": config.replace(sigma=0.0, read_noise=0.0).to_dict(),
+        "unit": unit,
+        "eps": [float(e) for e in eps_values],
+        "monte_carlo": {
+            "samples": mc_samples,
+            "seed": seed,
+            "sigma": "equal to the per-device bound eps_device at each point",
+            "bounded": mc_bounded,
+            "split": "heldout",
+        },
+        "search": {k: v for k, v in search.to_dict().items() if k not in ("eps", "unit", "method")},
+        "methods": list(methods),
+        "data": data,
+    }
+
+
+def run_sweep(
+    models: Sequence[tuple[str, nn.Module]],
+    attack_data: DataLike,
+    heldout_data: DataLike,
+    eps_values: Sequence[float],
+    *,
+    config: DeviceConfig | None = None,
+    unit: str = "weight",
+    mc_samples: int = 50,
+    mc_bounded: bool = False,
+    seed: int = 0,
+    search: SearchConfig | None = None,
+    methods: Sequence[str] = ("pgd",),
+    include: PatternArg = None,
+    exclude: PatternArg = None,
+    batch_size: int = 1000,
+    data_info: dict[str, Any] | None = None,
+    model_info: dict[str, dict[str, Any]] | None = None,
+    previous: dict[str, Any] | None = None,
+    on_update: Callable[[dict[str, Any]], None] | None = None,
+    progress: Callable[[str, int], Any] | None = None,
+) -> dict[str, Any]:
+    """Monte Carlo and worst case at each ``ε`` for each model.
+
+    Args:
+        models: ``(label, model)`` pairs, e.g. ``[("standard", m1), ("noise", m2)]``.
+        attack_data: Split the worst-case searches optimize on.
+        heldout_data: Split the Monte Carlo chips and the found perturbations are scored on.
+        eps_values: Bounds, in ``unit``.
+        config: Device model (bits, mapping); default ``DeviceConfig()``.
+        unit: ``"weight"`` (fraction of the layer's ``max|w|``) or ``"device"``.
+        mc_samples: Chips per point.
+        mc_bounded: Write-verify the Monte Carlo chips to the bound.
+        seed: Seed of the Monte Carlo chips and the searches.
+        search: Search settings (``eps``, ``unit``, ``method`` are set per point); default
+            ``SearchConfig(eps=1)`` with its defaults otherwise.
+        methods: Search methods to run (``"pgd"``, ``"cw"``).
+        include: Layers to map.
+        exclude: Layers to keep digital.
+        batch_size: Scoring batch size.
+        data_info: Description of the splits, stored in the result.
+        model_info: Extra fields per model label (checkpoint path, method), stored.
+        previous: The result of an interrupted sweep with the same settings; finished
+            pieces are kept and not recomputed.
+        on_update: Called with the whole result after every finished piece (to save it).
+        progress: ``progress(description, total_images)`` returns a bar with
+            ``update(n)`` / ``close()``, or ``None``.
+
+    Returns:
+        The result document (see the module docstring).
+
+    Raises:
+        CIMError: invalid settings, or ``previous`` made with other settings.
+    """
+    config = config or DeviceConfig()
+    if unit not in ("weight", "device"):
+        raise CIMError(f"unit must be 'weight' or 'device', got {unit!r}")
+    if not eps_values or not all(
+        isinstance(e, (int, float)) and math.isfinite(e) and e > 0 for e in eps_values
+    ):
+        raise CIMError(f"eps values must be positive numbers, got {list(eps_values)!r}")
+    bad = [m for m in methods if m not in SEARCH_METHODS]
+    if bad or not methods:
+        raise CIMError(f"methods must be among {SEARCH_METHODS}, got {list(methods)!r}")
+    labels = [label for label, _ in models]
+    if len(set(labels)) != len(labels) or not labels:
+        raise CIMError(f"model labels must be distinct and at least one, got {labels}")
+    search = search or SearchConfig(eps=1.0)
+    data = dict(data_info or {})
+    data.setdefault("attack_samples", num_samples(attack_data))
+    data.setdefault("heldout_samples", num_samples(heldout_data))
+    settings = _settings(
+        config, eps_values, unit, mc_samples, mc_bounded, seed, search, methods, data
+    )
+    doc: dict[str, Any] = dict(settings)
+    doc["models"] = []
+    old_models: dict[str, Any] = {}
+    if previous is not None:
+        diffs = [k for k in settings if k != "eps" and previous.get(k) != settings[k]]
+        if diffs:
+            raise CIMError(
+                f"cannot continue the sweep: its settings differ in {diffs}; use another "
+                "output folder or the same settings"
+            )
+        old_models = {m["label"]: m for m in previous.get("models", [])}
+
+    def bar(desc: str, total: int) -> Any:
+        return progress(desc, total) if progress is not None else None
+
+    def close(b: Any) -> None:
+        if b is not None:
+            b.close()
+
+    def save() -> None:
+        if on_update is not None:
+            on_update(doc)
+
+    n_held = num_samples(heldout_data)
+    for label, model in models:
+        old = old_models.get(label, {})
+        entry: dict[str, Any] = {"label": label, **(model_info or {}).get(label, {})}
+        entry["clean"] = old.get("clean")
+        old_points = {p["eps"]: p for p in old.get("points", [])}
+        entry["points"] = []
+        doc["models"].append(entry)
+        if entry["clean"] is None:
+            float_acc = accuracy(model, heldout_data, batch_size=batch_size)
+            with chip(model, config=config, include=include, exclude=exclude) as h:
+                chip_held = accuracy(model, heldout_data, batch_size=batch_size)
+                chip_att = accuracy(model, attack_data, batch_size=batch_size)
+                h.check_called()
+            entry["clean"] = {
+                "float_heldout": float_acc,
+                "chip_heldout": chip_held,
+                "chip_attack": chip_att,
+            }
+            save()
+        for eps in eps_values:
+            eps = float(eps)
+            point: dict[str, Any] = dict(old_points.get(eps, {}))
+            eps_d = eps if unit == "device" else per_device_bound(eps, config)
+            eps_w = eps if unit == "weight" else per_weight_bound(eps, config)
+            point.update(eps=eps, eps_weight=eps_w, eps_device=eps_d, sigma=eps_d)
+            entry["points"].append(point)
+            if "monte_carlo" not in point:
+                mc_cfg = config.replace(
+                    sigma=eps_d,
+                    write_verify_tolerance=eps_d if mc_bounded else None,
+                    write_verify_slices=None,
+                )
+                b = bar(f"{label} eps={eps:g} monte carlo", mc_samples * n_held)
+                try:
+                    mc = monte_carlo(
+                        model,
+                        heldout_data,
+                        mc_cfg,
+                        samples=mc_samples,
+                        seed=seed,
+                        include=include,
+                        exclude=exclude,
+                        batch_size=batch_size,
+                        progress=b,
+                    )
+                finally:
+                    close(b)
+                point["monte_carlo"] = {
+                    **mc.summary,
+                    "accuracies": mc.accuracies,
+                    "seconds": round(mc.seconds, 3),
+                }
+                save()
+            worst = point.setdefault("worst", {})
+            for method in methods:
+                if method in worst:
+                    continue
+                scfg = dataclasses.replace(search, eps=eps, unit=unit, method=method)
+                b = bar(
+                    f"{label} eps={eps:g} {method}",
+                    scfg.restarts * scfg.steps * scfg.batch_size,
+                )
+                try:
+                    res = worst_case_search(
+                        model,
+                        attack_data,
+                        config,
+                        scfg,
+                        heldout_data=heldout_data,
+                        include=include,
+                        exclude=exclude,
+                        eval_batch_size=batch_size,
+                        progress=b,
+                    )
+                finally:
+                    close(b)
+                if res.interrupted:
+                    raise KeyboardInterrupt
+                worst[method] = {
+                    "attack_accuracy": res.attack_accuracy,
+                    "heldout_accuracy": res.heldout_accuracy,
+                    "restart_accuracies": res.restart_accuracies,
+                    "perturbation_stats": res.stats,
+                    "seconds": round(res.seconds, 3),
+                }
+                save()
+            done = [worst[m] for m in methods if m in worst]
+            point["worst_attack"] = min(w["attack_accuracy"] for w in done)
+            point["worst_heldout"] = min(w["heldout_accuracy"] for w in done)
+            save()
+    return doc
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.2f}"
+
+
+def sweep_table(doc: dict[str, Any], *, markdown: bool = True) -> str:
+    """The sweep as a table: per model and ``ε``, clean, Monte Carlo mean / p1 / p5 and the
+    worst case on the held-out and the attack split (accuracies in %).
+
+    Args:
+        doc: A :func:`run_sweep` result (or the JSON file's contents).
+        markdown: A Markdown table; else aligned plain text.
+    """
+    unit = doc.get("unit", "weight")
+    head = [
+        "model",
+        f"ε ({unit})",
+        "clean chip",
+        "MC mean [95% CI]",
+        "MC p1 [CI]",
+        "MC p5",
+        "worst held-out",
+        "worst attack split",
+    ]
+    rows = []
+    for m in doc.get("models", []):
+        clean = (m.get("clean") or {}).get("chip_heldout")
+        for p in m.get("points", []):
+            mc = p.get("monte_carlo") or {}
+            ci = mc.get("mean_ci") or [None, None]
+            p1ci = mc.get("p1_ci") or [None, None]
+            rows.append(
+                [
+                    m["label"],
+                    f"{p['eps']:g}",
+                    _pct(clean),
+                    f"{_pct(mc.get('mean'))} [{_pct(ci[0])}, {_pct(ci[1])}]" if mc else "–",
+                    f"{_pct(mc.get('p1'))} [{_pct(p1ci[0])}, {_pct(p1ci[1])}]" if mc else "–",
+                    _pct(mc.get("p5")),
+                    _pct(p.get("worst_heldout")),
+                    _pct(p.get("worst_attack")),
+                ]
+            )
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [head, *rows]
+    )
+
+
+def plot_sweep(doc: dict[str, Any], path: str | Path, *, dpi: int = 120) -> Path:
+    """Accuracy versus ``ε``: Monte Carlo mean (solid), its 1st percentile (dashed) and the
+    worst case found (dotted: held-out split; faint crosses: attack split), one colour per
+    model, starting from the clean chip at ``ε = 0``.
+
+    Args:
+        doc: A :func:`run_sweep` result.
+        path: Output image (format from the suffix).
+        dpi: Resolution.
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9.6, 4.8), constrained_layout=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, m in enumerate(doc.get("models", [])):
+        c = colors[i % len(colors)]
+        clean = (m.get("clean") or {}).get("chip_heldout")
+        pts = [p for p in m.get("points", []) if "monte_carlo" in p]
+        if not pts or clean is None:
+            continue
+        xs = [0.0] + [100 * p["eps"] for p in pts]
+        mean = [clean] + [p["monte_carlo"]["mean"] for p in pts]
+        p1 = [clean] + [p["monte_carlo"]["p1"] for p in pts]
+        ax.plot(xs, [100 * v for v in mean], "-o", color=c, ms=4, label=f"{m['label']}: MC mean")
+        ax.plot(xs, [100 * v for v in p1], "--v", color=c, ms=4, label=f"{m['label']}: MC 1st pct")
+        wp = [p for p in pts if "worst_heldout" in p]
+        if wp:
+            wx = [0.0] + [100 * p["eps"] for p in wp]
+            ax.plot(
+                wx,
+                [100 * clean] + [100 * p["worst_heldout"] for p in wp],
+                ":s",
+                color=c,
+                ms=4,
+                label=f"{m['label']}: worst case (held-out)",
+            )
+            ax.plot(
+                [100 * p["eps"] for p in wp],
+                [100 * p["worst_attack"] for p in wp],
+                "x",
+                color=c,
+                alpha=0.5,
+                ms=6,
+            )
+    unit = doc.get("unit", "weight")
+    ax.set_xlabel(
+        "bound ε (% of the layer's max |w| per weight)"
+        if unit == "weight"
+        else "bound ε = σ (% of a device's range)"
+    )
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(
+        "CIM device variation: Monte Carlo (σ = ε) vs worst case (|Δ| ≤ ε)\n"
+        "× = worst case scored on the attack split",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
