@@ -34,18 +34,23 @@ from approxsim.ops.reference import lut_bmm_ref
 __all__ = ["lut_bmm_cpu", "plan_tiles"]
 
 #: Target size of one V tile in bytes (a share of the per-core L2 cache).
-_V_TILE_BYTES = 1 << 20
+V_TILE_BYTES = 1 << 20
 #: Widest column tile; each gathered V row is this many contiguous floats.
 _MAX_N_TILE = 64
 
 
-def plan_tiles(k: int, n: int, mantissa_bits: int) -> tuple[int, int]:
-    """Choose ``(k_tile, n_tile)`` so a V tile is about ``_V_TILE_BYTES``."""
-    rows = 1 << mantissa_bits
-    n_tile = max(1, min(n, _MAX_N_TILE))
-    k_max = max(1, min(k, _V_TILE_BYTES // (4 * rows * n_tile)))
+def balanced_k_tile(k: int, n_tile: int, mantissa_bits: int) -> int:
+    """The k tile that keeps one V tile (``k_tile · 2^M · n_tile`` floats) near
+    :data:`V_TILE_BYTES`, balanced so the last tile is (almost) full."""
+    k_max = max(1, min(k, V_TILE_BYTES // (4 * (1 << mantissa_bits) * n_tile)))
     n_kt = -(-k // k_max)
-    return -(-k // n_kt), n_tile  # balanced tiles: the last one is (almost) full
+    return -(-k // n_kt)
+
+
+def plan_tiles(k: int, n: int, mantissa_bits: int) -> tuple[int, int]:
+    """``(k_tile, n_tile)`` of the Numba kernel (column tiles of any width up to 64)."""
+    n_tile = max(1, min(n, _MAX_N_TILE))
+    return balanced_k_tile(k, n_tile, mantissa_bits), n_tile
 
 
 _BUFFERS: dict[tuple[int, str], Tensor] = {}
@@ -237,20 +242,20 @@ def lut_bmm_cpu(
     lib = _cpu_native.load()
     if lib is not None:
         out, ranges = _cpu_native.lut_bmm_native(lib, a, b, lut_bits, mantissa_bits, rounding)
-        for bi in unsafe_batches(ranges, lut_bits).tolist():
+        for bi in unsafe_batches(ranges, lut_bits, v_over_a=True).tolist():
             sl = slice(bi, bi + 1)
             out[sl] = lut_bmm_ref(a[sl], b[sl], lut_bits, mantissa_bits, rounding)
         return out
     return _lut_bmm_numba(a, b, lut_bits, mantissa_bits, rounding)
 
 
-def unsafe_batches(ranges: Tensor, lut_bits: Tensor) -> Tensor:
+def unsafe_batches(ranges: Tensor, lut_bits: Tensor, *, v_over_a: bool) -> Tensor:
     """Indices of the batches the fast kernels must leave to the exact reference.
 
     ``ranges`` is int32 (B, 6): per batch the biased exponent range of A's nonzero operands,
     whether A holds an inf/NaN, and the same for B. A batch is unsafe when it holds an inf/NaN
-    or when some V entry (``2^e · LUT`` for either operand) or some product could leave the
-    normal float range.
+    or when some V entry ``2^eb · LUT`` (with ``v_over_a``, where the kernel may have swapped
+    the operands, also ``2^ea · LUT``) or some product could leave the normal float range.
     """
     le = lut_bits >> 23
     le_lo, le_hi = int(le.min()) - 127, int(le.max()) - 127
@@ -260,9 +265,9 @@ def unsafe_batches(ranges: Tensor, lut_bits: Tensor) -> Tensor:
     v_lo = b_lo - 127 + le_lo
     v_hi = b_hi - 127 + le_hi
     bad = (a_sp != 0) | (b_sp != 0)
-    # V may be built over either operand (the kernel may swap them).
     bad |= b_nz & ((v_lo < -126) | (v_hi > 127))
-    bad |= a_nz & ((a_lo - 127 + le_lo < -126) | (a_hi - 127 + le_hi > 127))
+    if v_over_a:
+        bad |= a_nz & ((a_lo - 127 + le_lo < -126) | (a_hi - 127 + le_hi > 127))
     bad |= a_nz & b_nz & ((a_lo - 127 + v_lo < -126) | (a_hi - 127 + v_hi > 127))
     return bad.nonzero().flatten()
 
@@ -278,8 +283,6 @@ def _lut_bmm_numba(
     rows = 1 << m
     k_tile, n_tile = plan_tiles(k, n, m)
     n_kt = -(-k // k_tile)
-    le = lut_bits >> 23
-    le_lo, le_hi = int(le.min()) - 127, int(le.max()) - 127
     lut2 = lut_bits.view(rows, rows)
     decode = _numba_decode()
     tiles = _numba_tiles()
@@ -299,22 +302,19 @@ def _lut_bmm_numba(
         _parallel(
             decode, r, ab.numpy(), m, rounding, k_tile, idx.numpy(), wbits.numpy(), stats.numpy()
         )
-        nz = stats[:, 0] <= stats[:, 1]
-        nzb = ~zb_all[bi]
-        if bool(stats[:, 2].any()) or bool((inf_b[bi] | nan_b[bi]).any()):
+        eb = torch.where(zb_all[bi], 255, eb_all[bi])  # zero operands leave the range alone
+        ranges = torch.stack(
+            [
+                stats[:, 0].min(), stats[:, 1].max(), stats[:, 2].max(),
+                eb.min(), eb_all[bi].masked_fill(zb_all[bi], 0).max(),
+                (inf_b[bi] | nan_b[bi]).any().to(torch.int32),
+            ]
+        ).to(torch.int32)  # fmt: skip
+        if len(unsafe_batches(ranges[None], lut_bits, v_over_a=False)):
             out[bi] = lut_bmm_ref(a[bi : bi + 1], b[bi : bi + 1], lut_bits, m, rounding)[0]
             continue
-        if not bool(nz.any()) or not bool(nzb.any()):
+        if ranges[0] > ranges[1] or ranges[3] > ranges[4]:
             continue  # an all-zero operand: every product is a signed zero
-        a_lo = int(stats[nz, 0].min()) - 127
-        a_hi = int(stats[nz, 1].max()) - 127
-        eb_nz = eb_all[bi][nzb]
-        v_lo = int(eb_nz.min()) - 127 + le_lo
-        v_hi = int(eb_nz.max()) - 127 + le_hi
-        # Every product and every V entry must be a normal float: otherwise use the reference.
-        if a_lo + v_lo < -126 or a_hi + v_hi > 127 or v_lo < -126 or v_hi > 127:
-            out[bi] = lut_bmm_ref(a[bi : bi + 1], b[bi : bi + 1], lut_bits, m, rounding)[0]
-            continue
         w = wbits.view(torch.float32)
         outn = out[bi].numpy()
         sign_b = bb_all[bi] & SIGN_BIT

@@ -142,20 +142,32 @@ Range decode_span(const float* x, int64_t stride, int n, int shift, uint32_t nea
     for (; q < n; ++q) {
         uint32_t bits;
         memcpy(&bits, x + q * stride, 4);
-        uint32_t mag = bits & 0x7FFFFFFFu;
-        uint32_t e0 = mag >> 23;
-        uint32_t fin = (e0 != 0u) & (e0 != 255u);
-        uint32_t rnd = ((mag + ((half + ((mag >> shift) & 1u)) & round_mask & (0u - fin))) >>
-                        shift) << shift;
-        uint32_t e = rnd >> 23;
-        bool ok = (e0 != 0u) & (e != 255u);
-        uint32_t wb = (bits & 0x80000000u) | (ok ? (e << 23) : 0u);
-        off[q] = q * q_mul + (ok ? (int32_t)((rnd & 0x7FFFFFu) >> shift) : 0) * i_mul;
-        memcpy(w + q, &wb, 4);
-        if (ok) out.add((int32_t)e);
-        out.special |= (e == 255u);
+        Decoded d = decode(bits, shift, (int)nearest);
+        out.add(d.exp);
+        off[q] = q * q_mul + d.index * i_mul;
+        w[q] = d.weight;
     }
     return out;
+}
+
+// Decode n columns of one row of operand B into LUT indices and weights s·2^e, padded with
+// (index 0, weight +0) up to width: padding then contributes exact zeros.
+inline void decode_b_row(const float* brow, int64_t sbn, int n, int width, int shift, int nearest,
+                         int32_t* ib, float* wb, Range& rb) {
+    for (int c = 0; c < width; ++c) {
+        int32_t idx = 0;
+        float wv = 0.0f;
+        if (c < n) {
+            uint32_t bits;
+            memcpy(&bits, brow + c * sbn, 4);
+            Decoded d = decode(bits, shift, nearest);
+            rb.add(d.exp);
+            idx = d.index;
+            wv = d.weight;
+        }
+        ib[c] = idx;
+        wb[c] = wv;
+    }
 }
 
 // Build V for columns n0..n0+nt (nt <= NT, padded with zeros to NT) and k0..k0+kt.
@@ -166,20 +178,7 @@ void build_v(const float* b, int64_t sbk, int64_t sbn, int64_t k0, int kt, int64
     int32_t ib[NT];
     float wb[NT];
     for (int kk = 0; kk < kt; ++kk) {
-        const float* brow = b + (k0 + kk) * sbk + n0 * sbn;
-        for (int c = 0; c < NT; ++c) {
-            if (c < nt) {
-                uint32_t bits;
-                memcpy(&bits, brow + c * sbn, 4);
-                Decoded d = decode(bits, shift, nearest);
-                rb.add(d.exp);
-                ib[c] = d.index;
-                wb[c] = d.weight;
-            } else {
-                ib[c] = 0;
-                wb[c] = 0.0f;
-            }
-        }
+        decode_b_row(b + (k0 + kk) * sbk + n0 * sbn, sbn, nt, NT, shift, nearest, ib, wb, rb);
         float* vk = v + (int64_t)kk * rows * NT;
 #if defined(__AVX512F__)
         // Sixteen scaled LUT columns (rows of the transposed LUT) at a time, transposed in
@@ -283,8 +282,8 @@ void gather_rows(const float* a, int64_t sar, int64_t sak, int64_t r_lo, int64_t
 
 template <int NT>
 void gemm_gather(const float* a, int64_t sar, int64_t sak, const float* b, int64_t sbk,
-                 int64_t sbn, float* c, int64_t scr, int64_t scn, int64_t R, int64_t K,
-                 int64_t N, const float* lut, const float* lut_t, int m, int nearest,
+                 int64_t sbn, float* c, int64_t scr, int64_t scn, int64_t K, int64_t N,
+                 const float* lut, const float* lut_t, int m, int nearest,
                  int64_t r_lo, int64_t r_hi,
                  int64_t t_lo, int64_t t_hi, int k_tile, float* work, Range& ra, Range& rb) {
     const int rows = 1 << m;
@@ -292,7 +291,6 @@ void gemm_gather(const float* a, int64_t sar, int64_t sak, const float* b, int64
     float* v = work;
     int32_t* off = reinterpret_cast<int32_t*>(work + (int64_t)k_tile * rows * NT);
     float* w = reinterpret_cast<float*>(off + k_tile);
-    (void)R;
     for (int64_t t = t_lo; t < t_hi; ++t) {
         int64_t n0 = t * NT;
         int nt = (int)(N - n0 < NT ? N - n0 : NT);
@@ -324,23 +322,9 @@ __attribute__((optimize("no-tree-vectorize"))) void gemm_direct(const float* a, 
         int nt = (int)(N - n0 < NT ? N - n0 : NT);
         for (int64_t k0 = 0; k0 < K; k0 += k_tile) {
             int kt = (int)(K - k0 < k_tile ? K - k0 : k_tile);
-            for (int kk = 0; kk < kt; ++kk) {
-                const float* brow = b + (k0 + kk) * sbk + n0 * sbn;
-                for (int q = 0; q < NT; ++q) {
-                    int32_t idx = 0;
-                    float wv = 0.0f;
-                    if (q < nt) {
-                        uint32_t bits;
-                        memcpy(&bits, brow + q * sbn, 4);
-                        Decoded d = decode(bits, shift, nearest);
-                        rb.add(d.exp);
-                        idx = d.index;
-                        wv = d.weight;
-                    }
-                    ib[kk * NT + q] = idx;
-                    wb[kk * NT + q] = wv;
-                }
-            }
+            for (int kk = 0; kk < kt; ++kk)
+                decode_b_row(b + (k0 + kk) * sbk + n0 * sbn, sbn, nt, NT, shift, nearest,
+                             ib + kk * NT, wb + kk * NT, rb);
             for (int64_t r = r_lo; r < r_hi; ++r) {
                 const float* arow = a + r * sar + k0 * sak;
                 ra.merge(decode_span(arow, sak, kt, shift, (uint32_t)nearest, 0, rows, off, w));
@@ -388,7 +372,7 @@ int64_t approxsim_direct_work(int k_tile, int n_tile) {
 // Returns 0, or -1 for an unsupported n_tile (8, 16, 32 or 64).
 int approxsim_gemm_gather(const float* a, int64_t sab, int64_t sar, int64_t sak, const float* b,
                           int64_t sbb, int64_t sbk, int64_t sbn, float* c, int64_t scb,
-                          int64_t scr, int64_t scn, int64_t R, int64_t K, int64_t N,
+                          int64_t scr, int64_t scn, int64_t K, int64_t N,
                           const float* lut, const float* lut_t, int m, int nearest,
                           int64_t b_lo, int64_t b_hi,
                           int64_t r_lo, int64_t r_hi, int64_t t_lo, int64_t t_hi, int n_tile,
@@ -406,7 +390,7 @@ int approxsim_gemm_gather(const float* a, int64_t sab, int64_t sar, int64_t sak,
             gemm_direct<T>(ab, sar, sak, bb, sbk, sbn, cb, scr, scn, K, N, lut, m, nearest,  \
                            r_lo, r_hi, t_lo, t_hi, k_tile, work, ra, rb);                    \
         else                                                                                 \
-            gemm_gather<T>(ab, sar, sak, bb, sbk, sbn, cb, scr, scn, R, K, N, lut, lut_t, m, \
+            gemm_gather<T>(ab, sar, sak, bb, sbk, sbn, cb, scr, scn, K, N, lut, lut_t, m,    \
                            nearest, r_lo, r_hi, t_lo, t_hi, k_tile, work, ra, rb);           \
         break;
             APPROXSIM_CASE(8)

@@ -33,8 +33,6 @@ FLAGS = ["-O3", "-march=native", "-std=gnu++17", "-fPIC", "-shared", "-fno-stric
 CACHE_SECTION = "kernels"
 #: Column tile widths the kernel is compiled for.
 N_TILES = (8, 16, 32, 64)
-#: Target size of one V tile (a share of the per-core L2 cache).
-V_TILE_BYTES = 1 << 20
 #: k tile of the direct kernel (B's decoded tile stays in L1/L2).
 DIRECT_K_TILE = 256
 
@@ -79,7 +77,7 @@ _ARGTYPES: list[Any] = [
     ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,  # a, strides b/r/k
     ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,  # b, strides b/k/n
     ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,  # c, strides b/r/n
-    ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,  # R, K, N
+    ctypes.c_int64, ctypes.c_int64,  # K, N
     ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,  # lut, lutᵀ, M, nearest
     ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,  # batches, rows
     ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int,  # tiles, n_tile, k_tile
@@ -159,12 +157,17 @@ COST_STEP = {8: 2.5, 16: 3.0, 32: 4.0, 64: 6.0}
 COST_DIRECT = 1.3
 
 
-def _tiles(k: int, n: int, mantissa_bits: int) -> tuple[int, int]:
-    n_tile = next((t for t in N_TILES if t >= n), N_TILES[-1])
-    per_k = 4 * (1 << mantissa_bits) * n_tile
-    k_max = max(1, min(k, V_TILE_BYTES // per_k))
-    n_kt = -(-k // k_max)
-    return -(-k // n_kt), n_tile
+def _tiles(swap: bool, direct: bool, r: int, k: int, n: int, m: int) -> tuple[int, int]:
+    """``(k_tile, n_tile)`` of one way to run an ``r × k × n`` problem: the narrowest compiled
+    column tile holding the kernel's columns (at most 64); k tiles sized for V
+    (:func:`._cpu.balanced_k_tile`), or :data:`DIRECT_K_TILE` for the direct kernel."""
+    from approxsim.ops._cpu import balanced_k_tile
+
+    cols = r if swap else n
+    n_tile = next((t for t in N_TILES if t >= cols), N_TILES[-1])
+    if direct:
+        return max(1, min(k, DIRECT_K_TILE)), n_tile
+    return balanced_k_tile(k, n_tile, m), n_tile
 
 
 def plan(r: int, k: int, n: int, mantissa_bits: int) -> tuple[bool, bool, int, int]:
@@ -178,7 +181,7 @@ def plan(r: int, k: int, n: int, mantissa_bits: int) -> tuple[bool, bool, int, i
     """
     best: tuple[float, bool, bool] | None = None
     for swap, (rr, nn) in ((False, (r, n)), (True, (n, r))):
-        _, nt = _tiles(k, nn, mantissa_bits)
+        _, nt = _tiles(swap, False, r, k, n, mantissa_bits)
         tiles = -(-nn // nt)
         gather = k * tiles * ((1 << mantissa_bits) * nt * COST_V[nt] + rr * COST_STEP[nt])
         for direct, cost in ((False, gather), (True, rr * k * nn * COST_DIRECT)):
@@ -186,10 +189,7 @@ def plan(r: int, k: int, n: int, mantissa_bits: int) -> tuple[bool, bool, int, i
                 best = (cost, swap, direct)
     assert best is not None
     _, swap, direct = best
-    kt, nt = _tiles(k, r if swap else n, mantissa_bits)
-    if direct:
-        kt = max(1, min(k, DIRECT_K_TILE))
-    return swap, direct, kt, nt
+    return (swap, direct, *_tiles(swap, direct, r, k, n, mantissa_bits))
 
 
 _LUT_T: dict[int, tuple[Tensor, Tensor]] = {}
@@ -234,9 +234,7 @@ def lut_bmm_native(
     swap, direct, kt, nt = plan(r, k, n, mantissa_bits)
     if force is not None:
         swap, direct = force
-        kt, nt = _tiles(k, r if swap else n, mantissa_bits)
-        if direct:
-            kt = max(1, min(k, DIRECT_K_TILE))
+        kt, nt = _tiles(swap, direct, r, k, n, mantissa_bits)
     if k_tile is not None:
         kt = max(1, min(k, k_tile))
     lut = lut_bits.contiguous()
@@ -266,7 +264,7 @@ def lut_bmm_native(
         work_len = int(lib.approxsim_gather_work(kt, nt, mantissa_bits))
     head = (
         a.data_ptr(), *a.stride(), b.data_ptr(), *b.stride(), c.data_ptr(), *c.stride(),
-        r, k, n, lut.data_ptr(), lut_t.data_ptr(), mantissa_bits, rounding,
+        k, n, lut.data_ptr(), lut_t.data_ptr(), mantissa_bits, rounding,
     )  # fmt: skip
     jobs = []
     for j, part in enumerate(parts):
