@@ -16,11 +16,19 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cache_dir", "CacheEntry", "entry_lock", "read_entry", "publish_entry", "drop_entry"]
+__all__ = [
+    "cache_dir",
+    "CacheEntry",
+    "entry_lock",
+    "read_entry",
+    "publish_entry",
+    "drop_entry",
+    "get_or_build",
+]
 
 
 def cache_dir() -> Path:
@@ -156,3 +164,26 @@ def publish_entry(section: str, key: str, build_dir: Path, meta: dict[str, Any])
             raise
         return entry
     return CacheEntry(final, meta)
+
+
+def get_or_build(section: str, key: str, build: Callable[[Path], dict[str, Any]]) -> CacheEntry:
+    """The verified entry ``key``; if it is absent or damaged, build it once and publish it.
+
+    ``build(build_dir)`` writes the entry's files into a fresh private directory and returns
+    the manifest's ``meta``. Builders of the same key wait on the entry's lock, so concurrent
+    processes build it once; a failed build leaves nothing behind.
+    """
+    entry = read_entry(section, key)
+    if entry is not None:
+        return entry
+    with entry_lock(section, key):
+        entry = read_entry(section, key, repair=True)  # built meanwhile?
+        if entry is not None:
+            return entry
+        build_dir = new_build_dir(section, key)
+        try:
+            meta = build(build_dir)
+            return publish_entry(section, key, build_dir, meta)
+        except BaseException:
+            shutil.rmtree(build_dir, ignore_errors=True)
+            raise

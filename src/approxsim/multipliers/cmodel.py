@@ -168,7 +168,12 @@ def _harness(model_file: str, function: str, language: str) -> tuple[str, int]:
 
 
 # ---------------------------------------------------------------------------- compiler
-def _compiler(language: str, compiler: str | None) -> str:
+def find_compiler(language: str, compiler: str | None = None) -> str:
+    """The compiler executable: ``compiler``, else ``$CXX``/``c++`` or ``$CC``/``cc``.
+
+    Raises:
+        CompilerNotFoundError: it is not on ``PATH``.
+    """
     name = compiler or (
         os.environ.get("CXX", "c++") if language == "c++" else os.environ.get("CC", "cc")
     )
@@ -372,7 +377,7 @@ def from_c(
     rounding = check_rounding(rounding)
     check_samples = check_sample_count(check_samples)
     lang = _language(path, language)
-    exe = _compiler(lang, compiler)
+    exe = find_compiler(lang, compiler)
     ident = compiler_identity(exe)
     source_label = str(path) if path is not None else "<source text>"
     label = f"{function}@{path.name}" if path is not None else function
@@ -437,12 +442,7 @@ def from_c(
             shutil.rmtree(build_dir, ignore_errors=True)
         return finish(lut, report)
 
-    entry = cache.read_entry(CACHE_SECTION, key)
-    if entry is None:
-        with cache.entry_lock(CACHE_SECTION, key):
-            entry = cache.read_entry(CACHE_SECTION, key, repair=True)  # built meanwhile?
-            if entry is None:
-                entry = job.publish(key)
+    entry = cache.get_or_build(CACHE_SECTION, key, job.store)
     lut = np.load(entry.path / "lut.npy", allow_pickle=False)
     return finish(lut, entry.meta["decomposability"])
 
@@ -491,13 +491,8 @@ class _BuildJob:
             label=self.label,
         )
 
-    def publish(self, key: str) -> cache.CacheEntry:
-        """Build into a private directory and publish it as cache entry ``key``."""
-        build_dir = cache.new_build_dir(CACHE_SECTION, key)
-        try:
-            lut, report = self.run(build_dir)
-            np.save(build_dir / "lut.npy", lut, allow_pickle=False)
-            return cache.publish_entry(CACHE_SECTION, key, build_dir, {"decomposability": report})
-        except BaseException:
-            shutil.rmtree(build_dir, ignore_errors=True)
-            raise
+    def store(self, build_dir: Path) -> dict[str, Any]:
+        """Build into ``build_dir`` and save the LUT there; return the entry's ``meta``."""
+        lut, report = self.run(build_dir)
+        np.save(build_dir / "lut.npy", lut, allow_pickle=False)
+        return {"decomposability": report}

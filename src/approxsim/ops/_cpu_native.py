@@ -17,7 +17,6 @@ import functools
 import hashlib
 import os
 import platform
-import shutil
 import subprocess
 import warnings
 from pathlib import Path
@@ -61,7 +60,8 @@ def _cpu_signature() -> str:
     return "\n".join(sorted(set(keep)))
 
 
-def _build(exe: str, out_dir: Path) -> Path:
+def _build(exe: str, out_dir: Path) -> dict[str, Any]:
+    """Compile the kernel into ``out_dir/kernel.so`` (a cache entry without metadata)."""
     so = out_dir / "kernel.so"
     cmd = [exe, *FLAGS, "-o", str(so), str(SOURCE)]
     try:
@@ -70,7 +70,7 @@ def _build(exe: str, out_dir: Path) -> Path:
         raise KernelBuildError(f"cannot run {' '.join(cmd)}: {exc}") from None
     if res.returncode != 0:
         raise KernelBuildError(f"{' '.join(cmd)} failed:\n{res.stderr.strip()[-2000:]}")
-    return so
+    return {}
 
 
 _ARGTYPES: list[Any] = [
@@ -88,28 +88,17 @@ _ARGTYPES: list[Any] = [
 @functools.cache
 def _load_library() -> Any:
     from approxsim.multipliers import cache
-    from approxsim.multipliers.cmodel import compiler_identity
+    from approxsim.multipliers.cmodel import CompilerNotFoundError, compiler_identity, find_compiler
 
-    name = os.environ.get("CXX", "c++")
-    exe = shutil.which(name)
-    if exe is None:
-        raise KernelBuildError(f"no C++ compiler found (looked for {name!r} on PATH)")
+    try:
+        exe = find_compiler("c++")
+    except CompilerNotFoundError as exc:
+        raise KernelBuildError(str(exc)) from None
     key_src = "\n".join(
         [SOURCE.read_text(), compiler_identity(exe), " ".join(FLAGS), _cpu_signature()]
     )
     key = hashlib.sha256(key_src.encode()).hexdigest()
-    entry = cache.read_entry(CACHE_SECTION, key)
-    if entry is None:
-        with cache.entry_lock(CACHE_SECTION, key):
-            entry = cache.read_entry(CACHE_SECTION, key, repair=True)
-            if entry is None:
-                build_dir = cache.new_build_dir(CACHE_SECTION, key)
-                try:
-                    _build(exe, build_dir)
-                    entry = cache.publish_entry(CACHE_SECTION, key, build_dir, {})
-                except BaseException:
-                    shutil.rmtree(build_dir, ignore_errors=True)
-                    raise
+    entry = cache.get_or_build(CACHE_SECTION, key, lambda build_dir: _build(exe, build_dir))
     try:
         lib = ctypes.CDLL(str(entry.path / "kernel.so"))
     except OSError as exc:
