@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from approxsim._argtypes import finite_float, int_at_least
 from approxsim.cim.chip import Perturbation, chip, sample_perturbation
 from approxsim.cim.device import MAPPINGS, CIMError, DeviceConfig
 from approxsim.cim.evaluation import DataLike, accuracy, num_samples, split_data
@@ -44,41 +44,10 @@ EVAL_SCHEMA = "approxsim.cim.eval/1"
 
 
 # ---------------------------------------------------------------------------- argument types
-def _pos_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return v
-
-
-def _pos_float(text: str) -> float:
-    v = _nonneg_float(text)
-    if v == 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return v
+_pos_int = int_at_least(1)
+_nonneg_int = int_at_least(0)
+_nonneg_float = finite_float(positive=False)
+_pos_float = finite_float(positive=True)
 
 
 # ---------------------------------------------------------------------------- option groups

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from approxsim._argtypes import int_at_least
 from approxsim.multipliers import Multiplier, MultiplierError, get_multiplier
 from approxsim.ops import matmul as approx_matmul
 
@@ -766,19 +767,6 @@ def save_results(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
 
 
 # ---------------------------------------------------------------------------- CLI
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def add_bench_parser(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> argparse.ArgumentParser:
@@ -821,13 +809,13 @@ def add_bench_parser(
         help="comma-separated problem names (default: all but the tiny ones; see below)",
     )
     ops.add_argument(
-        "--reps", type=_int_at_least(1), default=5, help="timed calls, median reported (5)"
+        "--reps", type=int_at_least(1), default=5, help="timed calls, median reported (5)"
     )
     ops.add_argument(
-        "--warmup", type=_int_at_least(0), default=2, help="untimed calls before timing (2)"
+        "--warmup", type=int_at_least(0), default=2, help="untimed calls before timing (2)"
     )
     ops.add_argument(
-        "--threads", type=_int_at_least(1), metavar="T", help="torch.set_num_threads(T) for the run"
+        "--threads", type=int_at_least(1), metavar="T", help="torch.set_num_threads(T) for the run"
     )
     ops.add_argument("--device", default="cpu", help="cpu (default) or cuda[:INDEX]")
     ops.add_argument(

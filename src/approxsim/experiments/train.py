@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch import distributed as dist
 
+from approxsim._argtypes import int_at_least
 from approxsim.data import DatasetError, ImageDataset, dataset_info, load_dataset
 from approxsim.models import ModelError, create_model, model_info, train_defaults
 from approxsim.multipliers import Multiplier, MultiplierError, get_multiplier
@@ -1506,14 +1507,7 @@ def evaluate(
 
 
 # ---------------------------------------------------------------------------- CLI
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+_positive_int = int_at_least(1)
 
 
 def _pass_multiplier(value: str | None) -> Multiplier | None:
