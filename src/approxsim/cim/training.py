@@ -24,10 +24,9 @@ Single process only (no ``torchrun``).
 
 from __future__ import annotations
 
+import contextlib
 import math
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,37 +44,7 @@ from approxsim.cim.device import (
 from approxsim.cim.evaluation import accuracy
 
 # The run-folder machinery of `approxsim train`, reused so both write the same files.
-from approxsim.experiments.train import (
-    CHECKPOINT_FILE,
-    CONFIG_FILE,
-    METRICS_FILE,
-    TrainConfig,
-    TrainError,
-    _append_metrics,
-    _build_model,
-    _check_resumable,
-    _checkpoint_state,
-    _epoch_generator,
-    _epoch_line,
-    _eval_batch_size,
-    _evaluate_sums,
-    _finite,
-    _load_data,
-    _make_optimizer,
-    _prepare_out_dir,
-    _Progress,
-    _read_json,
-    _run_metadata,
-    _say,
-    _seed_everything,
-    _set_rng_state,
-    _thread_settings,
-    _World,
-    _write_json,
-    _write_metrics,
-    load_checkpoint,
-    save_checkpoint,
-)
+from approxsim.experiments.train import TrainConfig, TrainExtension, train
 
 __all__ = ["TRAIN_METHODS", "CIMTrainConfig", "train_cim", "checkpoint_method"]
 
@@ -231,43 +200,52 @@ def _adversarial_deltas(
     return {n: d.detach() for n, d in deltas.items()}
 
 
-def _train_epoch(
-    cfg: CIMTrainConfig,
-    model: nn.Module,
-    layers: dict[str, nn.Module],
-    optimizer: torch.optim.Optimizer,
-    data: Any,
-    batch_size: int,
-    generator: torch.Generator,
-    device: torch.device,
-    bar: _Progress,
-) -> tuple[float, int, int]:
-    model.train()
-    dm = cfg.device_model
-    total, correct, seen = 0.0, 0, 0
-    for x, y in data.batches(batch_size, shuffle=True, generator=generator):
-        x, y = x.to(device), y.to(device)
+class _CIMExtension(TrainExtension):
+    """:class:`~approxsim.experiments.train.TrainExtension` of one CIM training run."""
+
+    section = "cim"
+    label = "CIM"
+
+    def __init__(self, config: CIMTrainConfig) -> None:
+        self.config = config
+        self.layers: dict[str, nn.Module] = {}
+
+    def settings(self) -> dict[str, Any]:
+        return self.config.cim_dict()
+
+    def attach(self, model: nn.Module) -> dict[str, Any]:
+        self.layers = select_layers(model, self.config.include, self.config.exclude)
+        return {"mapped_layers": list(self.layers)}
+
+    def start_message(self, cfg: TrainConfig, train_size: int, test_size: int) -> str:
+        return (
+            f"cim training ({self.config.method}) {cfg.model} on {cfg.dataset} "
+            f"({train_size} train / {test_size} test samples), "
+            f"{len(self.layers)} mapped layers"
+        )
+
+    def forward(
+        self, model: nn.Module, x: Tensor, y: Tensor
+    ) -> contextlib.AbstractContextManager[object]:
+        cfg, dm = self.config, self.config.device_model
         if cfg.method == "standard":
-            logits = model(x)
+            return contextlib.nullcontext()
+        if cfg.method == "noise":
+            deltas = _noise_deltas(self.layers, dm)
         else:
-            if cfg.method == "noise":
-                deltas = _noise_deltas(layers, dm)
-            else:
-                deltas = _adversarial_deltas(
-                    model, layers, dm, x, y, cfg.eps, cfg.adv_steps, cfg._step_size()
-                )
-            with weight_deltas(model, deltas, dm, layers=layers, straight_through=True):
-                logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        n = int(y.shape[0])
-        total += float(loss.detach()) * n
-        correct += int((logits.detach().argmax(dim=1) == y).sum())
-        seen += n
-        bar.update(n, total / seen, correct / seen)
-    return total, correct, seen
+            deltas = _adversarial_deltas(
+                model, self.layers, dm, x, y, cfg.eps, cfg.adv_steps, cfg._step_size()
+            )
+        return weight_deltas(model, deltas, dm, layers=self.layers, straight_through=True)
+
+    def epoch_metrics(self, model: nn.Module, test_set: Any, batch_size: int) -> dict[str, Any]:
+        cfg = self.config
+        nominal = cfg.device_model.replace(read_noise=0.0)
+        with chip(model, config=nominal, include=cfg.include, exclude=cfg.exclude):
+            return {"test_acc_chip": accuracy(model, test_set, batch_size=batch_size)}
+
+    def epoch_suffix(self, record: dict[str, Any]) -> str:
+        return f" | chip {100 * record['test_acc_chip']:.2f}%"
 
 
 def train_cim(config: CIMTrainConfig) -> dict[str, Any]:
@@ -275,7 +253,7 @@ def train_cim(config: CIMTrainConfig) -> dict[str, Any]:
 
     Writes ``config.json`` (with a ``cim`` section), ``metrics.jsonl`` (``approxsim train``'s
     fields plus ``test_acc_chip``: the test accuracy of the nominal quantized chip) and
-    ``checkpoint.pt`` after every epoch, as :func:`approxsim.experiments.train.train`.
+    ``checkpoint.pt`` after every epoch, through :func:`approxsim.experiments.train.train`.
     Ctrl-C keeps the last complete epoch; ``resume=True`` continues it.
 
     Args:
@@ -288,150 +266,6 @@ def train_cim(config: CIMTrainConfig) -> dict[str, Any]:
         TrainError, CheckpointError, CIMError, DatasetError, ModelError, MultiplierError: as
             ``approxsim train``, and a resumed run whose CIM settings differ.
     """
-    start_time = time.perf_counter()
-    cfg = config.train.resolve()
-    assert cfg.batch_size is not None
-    world = _World()
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainError(f"device {cfg.device!r} was asked for but CUDA is not available")
-    out = Path(cfg.out_dir)
-    passes = cfg.passes()
-    ckpt_path, metrics_path = out / CHECKPOINT_FILE, out / METRICS_FILE
-    verbose = cfg.progress
-    cim = config.cim_dict()
-
-    state: dict[str, Any] | None = None
-    if cfg.resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        _check_resumable(state, cfg, passes, out)
-        if state.get("cim") != cim:
-            raise TrainError(
-                f"cannot resume the run in {out}: it was trained with CIM settings "
-                f"{state.get('cim')}, now {cim}; pass the same settings or --overwrite"
-            )
-    else:
-        _prepare_out_dir(out, cfg)
-
-    with _thread_settings(cfg.threads):
-        train_set = _load_data(cfg.dataset, cfg.data_dir, "train", cfg.max_train_samples)
-        test_set = _load_data(cfg.dataset, cfg.data_dir, "test", cfg.max_test_samples)
-        _seed_everything(cfg.seed)
-        model, converted = _build_model(
-            cfg.model,
-            train_set.num_classes,
-            train_set.sample_shape,
-            passes,
-            cfg.include,  # type: ignore[arg-type]
-            cfg.exclude,  # type: ignore[arg-type]
-        )
-        model.to(device)
-        layers = select_layers(model, config.include, config.exclude)
-        optimizer = _make_optimizer(cfg, model)
-        scheduler = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-            if cfg.schedule == "cosine"
-            else None
-        )
-        history: list[dict[str, Any]] = []
-        start_epoch = 0
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            history = list(state["history"])
-            start_epoch = int(state["epoch"])
-            _set_rng_state(state["rng"])
-            _write_metrics(metrics_path, history)
-            meta = _read_json(out / CONFIG_FILE) or {}
-            meta["config"] = cfg.to_dict()
-            meta.setdefault("resumed", []).append({"after_epoch": start_epoch})
-            _write_json(out / CONFIG_FILE, meta)
-            _say(verbose, f"resuming {out} after epoch {start_epoch}/{cfg.epochs}")
-        else:
-            meta = _run_metadata(cfg, passes, model, converted, train_set, test_set, device, world)
-            meta["cim"] = {**cim, "mapped_layers": list(layers)}
-            _write_json(out / CONFIG_FILE, meta)
-            _write_metrics(metrics_path, [])
-            _say(
-                verbose,
-                f"cim training ({config.method}) {cfg.model} on {cfg.dataset} "
-                f"({len(train_set)} train / {len(test_set)} test samples), "
-                f"{len(layers)} mapped layers -> {out}",
-            )
-        epoch = saved_epoch = start_epoch
-        eval_bs = _eval_batch_size(cfg.batch_size)
-        try:
-            for epoch in range(start_epoch + 1, cfg.epochs + 1):
-                t0 = time.perf_counter()
-                lr = float(optimizer.param_groups[0]["lr"])
-                bar = _Progress(len(train_set), f"epoch {epoch}/{cfg.epochs}", verbose)
-                try:
-                    loss_sum, correct, seen = _train_epoch(
-                        config,
-                        model,
-                        layers,
-                        optimizer,
-                        train_set,
-                        cfg.batch_size,
-                        _epoch_generator(cfg.seed, epoch),
-                        device,
-                        bar,
-                    )
-                finally:
-                    bar.close()
-                train_seconds = time.perf_counter() - t0
-                t_loss, t_correct, t_seen = _evaluate_sums(
-                    model, test_set, batch_size=eval_bs, device=device
-                )
-                nominal = config.device_model.replace(read_noise=0.0)
-                with chip(model, config=nominal, include=config.include, exclude=config.exclude):
-                    chip_acc = accuracy(model, test_set, batch_size=eval_bs)
-                if scheduler is not None:
-                    scheduler.step()
-                seen, t_seen = max(seen, 1), max(t_seen, 1)
-                record = {
-                    "epoch": epoch,
-                    "train_loss": _finite(loss_sum / seen),
-                    "train_acc": correct / seen,
-                    "test_loss": _finite(t_loss / t_seen),
-                    "test_acc": t_correct / t_seen,
-                    "test_acc_chip": chip_acc,
-                    "seconds": round(time.perf_counter() - t0, 3),
-                    "lr": lr,
-                    "samples_per_s": round(len(train_set) / max(train_seconds, 1e-9), 1),
-                }
-                history.append(record)
-                _append_metrics(metrics_path, record)
-                ckpt = _checkpoint_state(cfg, passes, epoch, model, optimizer, scheduler, history)
-                ckpt["cim"] = cim
-                save_checkpoint(ckpt_path, ckpt)
-                saved_epoch = epoch
-                _say(verbose, _epoch_line(record, cfg.epochs) + f" | chip {100 * chip_acc:.2f}%")
-        except KeyboardInterrupt:
-            where = (
-                f"{ckpt_path} holds epoch {saved_epoch} intact"
-                if saved_epoch
-                else "no epoch was complete, so there is no checkpoint yet"
-            )
-            _say(True, f"interrupted in epoch {epoch}; {where}: continue with --resume")
-            raise
-    best = max(history, key=lambda r: r["test_acc"]) if history else None
-    return {
-        "out_dir": str(out),
-        "model": cfg.model,
-        "dataset": cfg.dataset,
-        "method": config.method,
-        "multipliers": passes.names(),
-        "epochs": cfg.epochs,
-        "epochs_completed": len(history),
-        "resumed_from": start_epoch if state is not None else None,
-        "final": history[-1] if history else None,
-        "best_test_acc": best["test_acc"] if best else None,
-        "best_epoch": best["epoch"] if best else None,
-        "history": history,
-        "seconds": round(time.perf_counter() - start_time, 3),
-        "world_size": 1,
-        "rank": 0,
-    }
+    result = train(config.train, extension=_CIMExtension(config))
+    result["method"] = config.method
+    return result

@@ -47,7 +47,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -824,8 +824,11 @@ def _train_one_epoch(
     device: torch.device,
     bar: _Progress,
     world: _World,
+    forward: Callable[[nn.Module, Tensor, Tensor], contextlib.AbstractContextManager[object]]
+    | None = None,
 ) -> tuple[float, int, int]:
-    """One pass over ``data`` (this process's share of it).
+    """One pass over ``data`` (this process's share of it); ``forward(model, x, y)``, if
+    given, is a context around each batch's forward pass.
 
     Returns:
         ``(loss_sum, correct, samples)`` over this process's samples; the sums of several
@@ -837,7 +840,8 @@ def _train_one_epoch(
     seen = 0
     for x, y, scale, global_n in _epoch_batches(data, batch_size, generator, world):
         x, y = x.to(device), y.to(device)
-        logits = model(x)
+        with forward(model, x, y) if forward is not None else contextlib.nullcontext():
+            logits = model(x)
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         # DDP averages the processes' gradients; unequal parts need their mean loss weighted
@@ -1145,7 +1149,51 @@ def _check_resumable(
 
 
 # ---------------------------------------------------------------------------- train
-def train(config: TrainConfig) -> dict[str, Any]:
+class TrainExtension:
+    """Hooks through which another training method runs on :func:`train`'s machinery.
+
+    :func:`approxsim.cim.train_cim` is one: the run folder, checkpoints, resume, progress
+    and data order stay those of ``approxsim train``, while the extension stores its settings
+    in a section of ``config.json`` and ``checkpoint.pt`` (a resumed run must have the same),
+    wraps each training forward pass, and adds fields to every epoch's record. Extensions run
+    in a single process only. Every hook defaults to doing nothing.
+    """
+
+    #: Key of the extension's section in ``config.json`` and ``checkpoint.pt``.
+    section: str = "extension"
+    #: How messages name the settings (e.g. ``"CIM"``).
+    label: str = "extension"
+
+    def settings(self) -> dict[str, Any]:
+        """What the checkpoint records (and a resumed run must match)."""
+        return {}
+
+    def attach(self, model: nn.Module) -> dict[str, Any]:
+        """Called once the model is built; returns extra fields for ``config.json``."""
+        return {}
+
+    def start_message(self, cfg: TrainConfig, train_size: int, test_size: int) -> str | None:
+        """The line announcing a fresh run (``None``: ``approxsim train``'s)."""
+        return None
+
+    def forward(
+        self, model: nn.Module, x: Tensor, y: Tensor
+    ) -> contextlib.AbstractContextManager[object]:
+        """A context around the training forward pass of one batch."""
+        return contextlib.nullcontext()
+
+    def epoch_metrics(
+        self, model: nn.Module, test_set: ImageDataset, batch_size: int
+    ) -> dict[str, Any]:
+        """Fields added to the epoch's record after ``test_acc``."""
+        return {}
+
+    def epoch_suffix(self, record: dict[str, Any]) -> str:
+        """Text appended to the epoch's progress line."""
+        return ""
+
+
+def train(config: TrainConfig, extension: TrainExtension | None = None) -> dict[str, Any]:
     """Train ``config.model`` on ``config.dataset`` with the configured multipliers.
 
     Seeds every RNG, builds the model, converts its linear and convolution layers with
@@ -1167,6 +1215,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     Args:
         config: The run's settings.
+        extension: Another training method on this machinery (:class:`TrainExtension`).
 
     Returns:
         A summary: ``out_dir``, ``model``, ``dataset``, ``multipliers`` (names per pass),
@@ -1187,13 +1236,19 @@ def train(config: TrainConfig) -> dict[str, Any]:
     cfg = config.resolve()
     world, device = _setup_world(cfg.device)
     try:
-        return _train(cfg, world, device, start_time)
+        if extension is not None and world.enabled:
+            raise TrainError(f"{extension.label} training runs in a single process only")
+        return _train(cfg, world, device, start_time, extension)
     finally:
         world.close()
 
 
 def _train(
-    cfg: TrainConfig, world: _World, device: torch.device, start_time: float
+    cfg: TrainConfig,
+    world: _World,
+    device: torch.device,
+    start_time: float,
+    ext: TrainExtension | None,
 ) -> dict[str, Any]:
     """:func:`train` after the process group (if any) is up."""
     assert cfg.batch_size is not None
@@ -1210,6 +1265,12 @@ def _train(
         if cfg.resume and ckpt_path.exists():
             state = load_checkpoint(ckpt_path)
             _check_resumable(state, cfg, passes, out)
+            if ext is not None and state.get(ext.section) != ext.settings():
+                raise TrainError(
+                    f"cannot resume the run in {out}: it was trained with {ext.label} "
+                    f"settings {state.get(ext.section)}, now {ext.settings()}; pass the same "
+                    "settings or --overwrite"
+                )
         elif main:
             _prepare_out_dir(out, cfg)
 
@@ -1227,6 +1288,7 @@ def _train(
                 cfg.exclude,  # type: ignore[arg-type]
             )
             model.to(device)
+            ext_meta = ext.attach(model) if ext is not None else {}
             optimizer = _make_optimizer(cfg, model)
             scheduler = (
                 torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
@@ -1235,9 +1297,12 @@ def _train(
             )
 
             def metadata() -> dict[str, Any]:
-                return _run_metadata(
+                meta = _run_metadata(
                     cfg, passes, model, converted, train_set, test_set, device, world
                 )
+                if ext is not None:
+                    meta[ext.section] = {**ext.settings(), **ext_meta}
+                return meta
 
             history: list[dict[str, Any]] = []
             start_epoch = 0
@@ -1265,9 +1330,12 @@ def _train(
             elif main:
                 _write_json(out / CONFIG_FILE, metadata())
                 _write_metrics(metrics_path, [])
+                start = ext.start_message(cfg, len(train_set), len(test_set)) if ext else None
                 _say(
                     verbose,
-                    f"training {cfg.model} on {cfg.dataset} ({len(train_set)} train / "
+                    f"{start} -> {out}"
+                    if start is not None
+                    else f"training {cfg.model} on {cfg.dataset} ({len(train_set)} train / "
                     f"{len(test_set)} test samples) with multiplier {passes!r}"
                     + (f", {len(converted)} layers converted" if converted else " (exact float32)")
                     + (
@@ -1300,6 +1368,7 @@ def _train(
                         device=device,
                         bar=bar,
                         world=world,
+                        forward=ext.forward if ext is not None else None,
                     )
                 finally:
                     bar.close()
@@ -1319,6 +1388,11 @@ def _train(
                 loss_sum, correct, seen, t_loss_sum, t_correct, t_seen = world.sum(
                     (*train_sums, *test_sums), device
                 )
+                extra = (
+                    ext.epoch_metrics(model, test_set, _eval_batch_size(cfg.batch_size))
+                    if ext is not None
+                    else {}
+                )
                 seen, t_seen = max(seen, 1), max(t_seen, 1)
                 train_loss, train_acc = loss_sum / seen, correct / seen
                 test_loss, test_acc = t_loss_sum / t_seen, t_correct / t_seen
@@ -1331,6 +1405,7 @@ def _train(
                     "train_acc": train_acc,
                     "test_loss": _finite(test_loss),
                     "test_acc": test_acc,
+                    **extra,
                     "seconds": round(seconds, 3),
                     "lr": lr,
                     "samples_per_s": round(
@@ -1342,14 +1417,15 @@ def _train(
                 with world.shared_errors():  # the barrier after rank 0's writes
                     if main:
                         _append_metrics(metrics_path, record)
-                        save_checkpoint(
-                            ckpt_path,
-                            _checkpoint_state(
-                                cfg, passes, epoch, model, optimizer, scheduler, history
-                            ),
+                        ckpt = _checkpoint_state(
+                            cfg, passes, epoch, model, optimizer, scheduler, history
                         )
+                        if ext is not None:
+                            ckpt[ext.section] = ext.settings()
+                        save_checkpoint(ckpt_path, ckpt)
                 saved_epoch = epoch
-                _say(verbose, _epoch_line(record, cfg.epochs))
+                suffix = ext.epoch_suffix(record) if ext is not None else ""
+                _say(verbose, _epoch_line(record, cfg.epochs) + suffix)
         except KeyboardInterrupt:
             where = (
                 f"{ckpt_path} holds epoch {saved_epoch} intact"
