@@ -9,12 +9,11 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from approxsim.data import write_idx  # noqa: E402
+from approxsim.data import write_banded_mnist  # noqa: E402
 
 N_TRAIN, N_TEST = 96, 64
 
@@ -59,22 +58,10 @@ def trained_mlp(blobs: tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]) -> n
     return model.eval()
 
 
-def write_fashion(root: Path) -> None:
-    """Fashion-MNIST-named IDX files whose class is a bright horizontal band."""
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", N_TRAIN), ("t10k", N_TEST)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-        for i, c in enumerate(labels):
-            images[i, 2 * c + 4 : 2 * c + 7, 4:24] = 240
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
-
-
 @pytest.fixture(scope="session")
 def fashion_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("fashion")
-    write_fashion(root)
+    write_banded_mnist(root, N_TRAIN, N_TEST)
     return root
 
 

@@ -21,12 +21,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 
-from approxsim.data import write_idx
+from approxsim.data import write_banded_mnist
 from approxsim.experiments import train as train_mod
 from approxsim.experiments.train import TrainConfig, TrainError, load_checkpoint, train
 
@@ -35,18 +34,6 @@ BATCH = 15  # odd: every global batch splits 8/7 across two processes
 _WORKER_FLAG = "--approxsim-ddp-worker"
 _WORKER_LIMIT_S = 150  # each worker process exits after this long, hung or not
 _LAUNCH_LIMIT_S = 240
-
-
-def _write_dataset(root: Path) -> None:
-    """Fashion-MNIST-named IDX files whose class is a bright horizontal band."""
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", N_TRAIN), ("t10k", N_TEST)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-        for i, c in enumerate(labels):
-            images[i, 2 * c + 4 : 2 * c + 7, 4:24] = 240
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
 
 
 def _train_argv(data_dir: Path, out: Path, epochs: int, *extra: str) -> list[str]:
@@ -187,7 +174,7 @@ def test_test_set_spans_partition_it(n: int, size: int) -> None:
 
 # ---------------------------------------------------------------------------- launch detection
 def test_world_size_1_is_a_single_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _write_dataset(tmp_path / "data")
+    write_banded_mnist(tmp_path / "data", N_TRAIN, N_TEST)
     monkeypatch.setenv("WORLD_SIZE", "1")
     res = train(_single(tmp_path / "data", tmp_path / "run", 1, multiplier="fp32"))
     assert (res["world_size"], res["rank"]) == (1, 0)
@@ -225,7 +212,7 @@ def test_torchrun_two_processes_match_a_single_process(tmp_path: Path) -> None:
     data_dir, out, dumps = tmp_path / "data", tmp_path / "ddp", tmp_path / "dumps"
     data_dir.mkdir()
     dumps.mkdir()
-    _write_dataset(data_dir)
+    write_banded_mnist(data_dir, N_TRAIN, N_TEST)
     spec = {
         "dumps": str(dumps),
         "out": str(out),

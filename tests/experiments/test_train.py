@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from approxsim import get_multiplier
-from approxsim.data import write_idx
+from approxsim.data import write_banded_mnist
 from approxsim.experiments import compare as compare_mod
 from approxsim.experiments import train as train_mod
 from approxsim.experiments.compare import (
@@ -52,22 +52,10 @@ N_TRAIN, N_TEST = 64, 32
 _TIMING_KEYS = ("seconds", "samples_per_s")
 
 
-def _write_dataset(root: Path) -> None:
-    """Fashion-MNIST-named IDX files whose class is a bright horizontal band."""
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", N_TRAIN), ("t10k", N_TEST)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-        for i, c in enumerate(labels):
-            images[i, 2 * c + 4 : 2 * c + 7, 4:24] = 240
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("fashion")
-    _write_dataset(root)
+    write_banded_mnist(root, N_TRAIN, N_TEST)
     return root
 
 

@@ -8,7 +8,8 @@
 * :class:`RandomCropFlip` / :class:`RandomResizedCropFlip` — the CIFAR and ImageNet training
   augmentations, drawn from the caller's generator.
 * :func:`read_idx` / :func:`write_idx`, :func:`read_cifar_batch` — the file formats, checked
-  on reading.
+  on reading; :func:`write_banded_mnist` — a tiny synthetic set in Fashion-MNIST's layout,
+  for smoke tests.
 """
 
 from approxsim.data.cifar import (
@@ -37,7 +38,7 @@ from approxsim.data.folder import (
     find_classes,
     scan_image_folder,
 )
-from approxsim.data.idx import IdxFormatError, read_idx, write_idx
+from approxsim.data.idx import IdxFormatError, read_idx, write_banded_mnist, write_idx
 from approxsim.data.transforms import RandomCropFlip, RandomResizedCropFlip, center_crop_box
 
 __all__ = [
@@ -67,4 +68,5 @@ __all__ = [
     "read_idx",
     "scan_image_folder",
     "write_idx",
+    "write_banded_mnist",
 ]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["IdxFormatError", "read_idx", "write_idx", "IDX_DTYPES"]
+__all__ = ["IdxFormatError", "read_idx", "write_idx", "write_banded_mnist", "IDX_DTYPES"]
 
 #: IDX type codes and the big-endian numpy types they hold.
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -152,3 +152,34 @@ def write_idx(
         Path(tmp).unlink(missing_ok=True)
         raise
     return p
+
+
+def write_banded_mnist(
+    root: str | os.PathLike[str], n_train: int, n_test: int, *, seed: int = 0
+) -> Path:
+    """Write a tiny, easily learnable dataset in Fashion-MNIST's file layout, for smoke tests.
+
+    Images are 28×28 uint8 noise (0–59) with one bright horizontal band (240) whose position
+    gives the class: rows ``2c + 4`` to ``2c + 6``, columns 4–23, for class ``c`` (0–9).
+    Files: ``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz`` and their
+    ``t10k-`` twins in ``root``.
+
+    Args:
+        root: Output directory (created).
+        n_train: Training samples.
+        n_test: Test samples.
+        seed: Seed of the labels and the noise.
+
+    Returns:
+        ``root`` as a :class:`~pathlib.Path`.
+    """
+    out = Path(root)
+    rng = np.random.default_rng(seed)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, c in enumerate(labels):
+            images[i, 2 * c + 4 : 2 * c + 7, 4:24] = 240
+        write_idx(out / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(out / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return out
