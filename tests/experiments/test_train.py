@@ -25,7 +25,9 @@ from approxsim.experiments.compare import (
     CompareError,
     add_compare_parser,
     compare_runs,
+    compare_seed_groups,
     format_comparison,
+    format_seed_groups,
     load_run,
     plot_runs,
     run_compare_cli,
@@ -439,3 +441,49 @@ def test_load_run_tolerates_cut_last_line(exact_run: tuple[Path, dict], tmp_path
         load_run(run)
     assert compare_mod.COMPARE_SCHEMA.startswith("approxsim.compare")
     assert os.path.isdir(run)
+
+
+def _seed_copy(src: Path, dst: Path, seed: int, accs: list[float]) -> Path:
+    """A copy of run ``src`` claiming ``seed`` whose epochs end with test accuracies ``accs``."""
+    dst.mkdir(parents=True)
+    meta = json.loads((src / "config.json").read_text())
+    meta["config"]["seed"] = seed
+    meta["config"]["out_dir"] = str(dst)
+    (dst / "config.json").write_text(json.dumps(meta))
+    records = [{**r, "test_acc": a} for r, a in zip(_metrics(src), accs, strict=False)]
+    (dst / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return dst
+
+
+def test_compare_groups_seeds(
+    approx_run: tuple[Path, dict],
+    exact_run: tuple[Path, dict],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    src = approx_run[0]  # 2 epochs planned
+    runs = [
+        _seed_copy(src, tmp_path / "a0", 0, [0.5, 0.60]),
+        _seed_copy(src, tmp_path / "a1", 1, [0.7, 0.64]),
+        _seed_copy(src, tmp_path / "a2", 2, [0.1]),  # interrupted: not in the statistics
+        exact_run[0],
+    ]
+    result = compare_seed_groups(runs)
+    groups = {g["label"]: g for g in result["groups"]}
+    assert set(groups) == {"mitchell7", "fp32"}
+    m7 = groups["mitchell7"]
+    assert m7["seeds"] == [0, 1, 2] and m7["seeds_complete"] == 2
+    assert m7["final_mean"] == pytest.approx(0.62)
+    assert m7["final_std"] == pytest.approx((2 * 0.02**2) ** 0.5)
+    assert m7["best_mean"] == pytest.approx((0.60 + 0.70) / 2)
+    base = exact_run[1]["final"]["test_acc"]
+    assert groups["fp32"]["final_std"] is None and groups["fp32"]["gap_final"] == 0
+    assert m7["gap_final"] == pytest.approx(0.62 - base)
+    table = format_seed_groups(result)
+    assert "| lenet5 | mitchell7 | 2 | 2/3 | 62.00 ± 2.83 |" in table
+    args = _parser().parse_args(["compare", "--group-seeds", *map(str, runs)])
+    assert run_compare_cli(args) == 0
+    assert capsys.readouterr().out.strip() == table
+    args = _parser().parse_args(["compare", "--group-seeds", str(src), "--plot", "x.png"])
+    assert run_compare_cli(args) == 2
+    assert "--group-seeds" in capsys.readouterr().err

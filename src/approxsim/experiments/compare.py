@@ -23,6 +23,8 @@ __all__ = [
     "load_run",
     "compare_runs",
     "format_comparison",
+    "compare_seed_groups",
+    "format_seed_groups",
     "plot_runs",
     "add_compare_parser",
     "run_compare_cli",
@@ -255,6 +257,130 @@ def format_comparison(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: Settings that do not change what a run computes (besides ``seed``, which groups vary).
+_NOT_RESULT_SETTINGS = frozenset(
+    {
+        "seed",
+        "out_dir",
+        "resume",
+        "overwrite",
+        "progress",
+        "threads",
+        "workers",
+        "device",
+        "data_dir",
+    }
+)
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, var**0.5
+
+
+def compare_seed_groups(run_dirs: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
+    """Runs that differ only in their seed, summarized per group: mean ± sample std.
+
+    Only runs that completed all their planned epochs enter the statistics, so a table made
+    while some runs are still going says how many seeds it rests on.
+
+    Args:
+        run_dirs: Run folders.
+
+    Returns:
+        ``{"schema", "groups": [group, ...]}`` in first-seen order; each group has ``model``,
+        ``dataset``, ``label``, ``multipliers``, ``epochs``, ``seeds`` (all seeds in the group),
+        ``seeds_complete``, ``final_mean`` / ``final_std`` and ``best_mean`` / ``best_std``
+        (test accuracy as fractions over the complete runs; std ``None`` below two runs),
+        ``gap_final`` (``final_mean`` minus that of the exact fp32 group of the same model and
+        dataset, or ``None``) and ``runs`` (folders).
+
+    Raises:
+        CompareError: no runs, or an unreadable run folder.
+    """
+    if not run_dirs:
+        raise CompareError("name at least one run folder")
+    groups: dict[str, list[Run]] = {}
+    for run in (load_run(d) for d in run_dirs):
+        settings = {k: v for k, v in run.config.items() if k not in _NOT_RESULT_SETTINGS}
+        key = json.dumps([settings, run.multipliers], sort_keys=True, default=str)
+        groups.setdefault(key, []).append(run)
+    rows: list[dict[str, Any]] = []
+    for members in groups.values():
+        first = members[0]
+        planned = first.config.get("epochs")
+        done = [r for r in members if r.history and len(r.history) >= (planned or 0)]
+        finals = [a for r in done if (a := _acc(r.history[-1].get("test_acc"))) is not None]
+        bests = [
+            max(a for h in r.history if (a := _acc(h.get("test_acc"))) is not None)
+            for r in done
+            if any(_acc(h.get("test_acc")) is not None for h in r.history)
+        ]
+        final_mean, final_std = _mean_std(finals)
+        best_mean, best_std = _mean_std(bests)
+        rows.append(
+            {
+                "model": first.config.get("model"),
+                "dataset": first.config.get("dataset"),
+                "label": first.label,
+                "multipliers": dict(first.multipliers),
+                "exact": first.exact,
+                "epochs": planned,
+                "seeds": [r.config.get("seed") for r in members],
+                "seeds_complete": len(done),
+                "final_mean": final_mean,
+                "final_std": final_std,
+                "best_mean": best_mean,
+                "best_std": best_std,
+                "runs": [str(r.path) for r in members],
+            }
+        )
+    for row in rows:
+        base = next(
+            (
+                g
+                for g in rows
+                if g["exact"] and (g["model"], g["dataset"]) == (row["model"], row["dataset"])
+            ),
+            None,
+        )
+        row["gap_final"] = (
+            None
+            if base is None or base["final_mean"] is None or row["final_mean"] is None
+            else row["final_mean"] - base["final_mean"]
+        )
+    return {"schema": COMPARE_SCHEMA, "groups": rows}
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{100 * mean:.2f}" + ("" if std is None else f" ± {100 * std:.2f}")
+
+
+def format_seed_groups(result: dict[str, Any]) -> str:
+    """A Markdown table of :func:`compare_seed_groups`' result (accuracies in %)."""
+    lines = [
+        "| model | multiplier | epochs | seeds | final test acc (%) | best test acc (%) "
+        "| gap to fp32 (pp) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for g in result["groups"]:
+        gap = "-" if g["gap_final"] is None else f"{100 * g['gap_final']:+.2f}"
+        lines.append(
+            f"| {g['model']} | {g['label']} | {g['epochs']} "
+            f"| {g['seeds_complete']}/{len(g['seeds'])} "
+            f"| {_pm(g['final_mean'], g['final_std'])} | {_pm(g['best_mean'], g['best_std'])} "
+            f"| {gap} |"
+        )
+    return "\n".join(lines)
+
+
 def plot_runs(
     runs: Sequence[Run | str | os.PathLike[str]], path: str | os.PathLike[str], *, dpi: int = 120
 ) -> Path:
@@ -345,6 +471,12 @@ def add_compare_parser(
     p.add_argument("--baseline", metavar="RUN_DIR", help="reference run (default: first fp32 run)")
     p.add_argument("--plot", metavar="FILE.png", help="write train loss / test accuracy curves")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--group-seeds",
+        action="store_true",
+        help="one row per group of runs that differ only in --seed: mean ± std of complete "
+        "runs, as a Markdown table",
+    )
     return p
 
 
@@ -352,6 +484,12 @@ def run_compare_cli(args: argparse.Namespace) -> int:
     """Run ``approxsim compare`` from parsed arguments; returns the exit status (2: user
     error)."""
     try:
+        if args.group_seeds:
+            if args.baseline or args.plot:
+                raise CompareError("--group-seeds takes neither --baseline nor --plot")
+            grouped = compare_seed_groups(args.runs)
+            print(json.dumps(grouped, indent=1) if args.json else format_seed_groups(grouped))
+            return 0
         result = compare_runs(args.runs, args.baseline)
         if args.plot:
             dirs = [r["run"] for r in result["runs"]]
