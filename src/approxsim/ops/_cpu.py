@@ -104,11 +104,16 @@ def _run(fn: Callable[..., None], jobs: list[tuple[Any, ...]]) -> None:
         f.result()
 
 
+def split_range(n: int, parts: int) -> list[tuple[int, int]]:
+    """``[0, n)`` as at most ``parts`` contiguous ``(lo, hi)`` spans of (almost) equal size."""
+    step = -(-n // max(1, min(parts, n)))
+    return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
+
+
 def _parallel(fn: Callable[..., None], n: int, *args: Any) -> None:
     """Run ``fn(*args, lo, hi)`` over ``[0, n)`` split across torch's thread count."""
     workers = max(1, min(torch.get_num_threads(), n // 256 or 1))
-    step = -(-n // workers)
-    _run(fn, [(*args, lo, min(n, lo + step)) for lo in range(0, n, step)])
+    _run(fn, [(*args, lo, hi) for lo, hi in split_range(n, workers)])
 
 
 @functools.cache

@@ -215,7 +215,7 @@ def lut_bmm_native(
     decides from them which batches must be recomputed exactly. ``force = (swap, direct)``
     overrides :func:`plan` (tests); ``k_tile`` its k tile.
     """
-    from approxsim.ops._cpu import _buffer, _run
+    from approxsim.ops._cpu import _buffer, _run, split_range
 
     nb, r, k = a.shape
     n = b.shape[-1]
@@ -240,12 +240,12 @@ def lut_bmm_native(
     workers = max(1, torch.get_num_threads())
     # Split what needs no duplicated V building first: column tiles, then batches, then rows.
     if n_tiles >= workers or workers == 1:
-        spans = _split(n_tiles, workers)
+        spans = split_range(n_tiles, workers)
         parts = [(0, nb, 0, r, lo, hi) for lo, hi in spans]
     elif nb >= workers:
-        parts = [(lo, hi, 0, r, 0, n_tiles) for lo, hi in _split(nb, workers)]
+        parts = [(lo, hi, 0, r, 0, n_tiles) for lo, hi in split_range(nb, workers)]
     else:
-        parts = [(0, nb, lo, hi, 0, n_tiles) for lo, hi in _split(r, workers)]
+        parts = [(0, nb, lo, hi, 0, n_tiles) for lo, hi in split_range(r, workers)]
     ranges = torch.tensor([255, 0, 0, 255, 0, 0], dtype=torch.int32).repeat(len(parts), nb, 1)
     if direct:
         work_len = int(lib.approxsim_direct_work(kt, nt))
@@ -277,8 +277,3 @@ def lut_bmm_native(
     if swap:
         merged = merged[:, [3, 4, 5, 0, 1, 2]]
     return out, merged
-
-
-def _split(n: int, parts: int) -> list[tuple[int, int]]:
-    step = -(-n // max(1, min(parts, n)))
-    return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
