@@ -1,8 +1,8 @@
 """``ApproxConv1d`` / ``ApproxConv2d``: torch convolutions with simulated multipliers.
 
-Both run as im2col (:func:`torch.nn.functional.unfold`) plus one batched
+Both run as im2col (the input's patches gathered into a matrix) plus one batched
 :func:`approxsim.matmul` over the groups (see :func:`approxsim.nn.functional.conv2d`); the
-unfolded patches are operand A, the kernel operand B.
+patches are operand A, the kernel operand B.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ matters for asymmetric multipliers: operand A is always the activation side, ope
 weight side (ApproxTrain's order):
 
 * ``linear``: A = input, B = weightᵀ.
-* ``conv1d`` / ``conv2d``: A = the unfolded input patches (im2col), B = the kernel.
+* ``conv1d`` / ``conv2d``: A = the input patches (im2col), B = the kernel.
 * attention: ``Q·Kᵀ`` has A = Q, B = Kᵀ; ``probs·V`` has A = probs, B = V.
 
 When all three passes are exact (``multiplier="fp32"``) the functions call torch's native
@@ -39,7 +39,7 @@ __all__ = [
 _MultiplierArg = Multiplier | str | PassMultipliers
 _Size = int | Sequence[int]
 
-#: Largest unfolded (im2col) input, in bytes, materialized at once; bigger batches are chunked.
+#: Largest patch (im2col) matrix, in bytes, materialized at once; bigger batches are chunked.
 UNFOLD_CHUNK_BYTES = 256 << 20
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -134,24 +134,28 @@ def _im2col_conv2d(
     x: Tensor,
     weight: Tensor,
     stride: tuple[int, int],
-    unfold_padding: tuple[int, int],
+    pad_zeros: tuple[int, int],
     dilation: tuple[int, int],
     groups: int,
     passes: PassMultipliers,
 ) -> Tensor:
     """Batched 2-D convolution as ONE approximate matmul per batch chunk (no bias).
 
-    ``x`` is ``(N, C, H, W)`` (already padded except for ``unfold_padding``, which is
-    symmetric zero padding that :func:`F.unfold` applies itself). The unfolded patches of all
-    samples and positions form the rows of operand A, one matrix per group:
-    ``A: (G, N·L, C/G·kh·kw) × B: (G, C/G·kh·kw, O/G)``. Folding the batch into the rows (rather
-    than batching over ``(N, G)``) lets the kernel build its per-weight tables once per group.
+    ``x`` is ``(N, C, H, W)`` (already padded except for ``pad_zeros``, symmetric zero
+    padding applied here). The patches of all samples and positions form the rows of operand
+    A, one matrix per group: ``A: (G, N·L, kh·kw·C/G) × B: (G, kh·kw·C/G, O/G)``. Folding the
+    batch into the rows (rather than batching over ``(N, G)``) lets the kernel build its
+    per-weight tables once per group. The patches are gathered from a channels-last copy of
+    the input as ``kh·kw`` shifted slices stacked along K (order ``(kh, kw, channel)``), which
+    writes A row by row; :func:`F.unfold` gives channel-major columns whose transposed copy,
+    and the ``fold`` of the backward pass, cost several times more than the matmul's
+    neighbours here.
     """
     n, c, h, w = x.shape
     o, cg, kh, kw = weight.shape
     g = groups
     sh, sw = stride
-    ph, pw = unfold_padding
+    ph, pw = pad_zeros
     dh, dw = dilation
     ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
@@ -166,18 +170,35 @@ def _im2col_conv2d(
     length = ho * wo
     if n == 0:
         return x.new_zeros((0, o, ho, wo))
-    # Operand B: the kernel of each group, (G, C/G·kh·kw, O/G); its rows follow unfold's
-    # (channel, kh, kw) order.
-    wt = weight.reshape(g, og, k).transpose(1, 2)
-    # Chunk the batch so the unfolded input (and its permuted copy) stay bounded.
+    # Operand B: the kernel of each group, (G, kh·kw·C/G, O/G), rows in A's (kh, kw, channel)
+    # order.
+    wt = weight.reshape(g, og, cg, kh, kw).permute(0, 3, 4, 2, 1).reshape(g, k, og)
+    # Chunk the batch so the patch matrix stays bounded.
     per_sample = c * kh * kw * length * 4
     chunk = max(1, UNFOLD_CHUNK_BYTES // max(per_sample, 1))
     outs = []
     for n0 in range(0, n, chunk):
         xs = x[n0 : n0 + chunk]
         nb = xs.shape[0]
-        cols = F.unfold(xs, (kh, kw), dilation=(dh, dw), padding=(ph, pw), stride=(sh, sw))
-        a = cols.reshape(nb, g, k, length).permute(1, 0, 3, 2).reshape(g, nb * length, k)
+        # (nb, H, W, C) channels-last, zero-padded.
+        xh = F.pad(
+            xs.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1),
+            (0, 0, pw, pw, ph, ph),
+        )
+        shifted = [
+            xh[
+                :,
+                i * dh : i * dh + (ho - 1) * sh + 1 : sh,
+                j * dw : j * dw + (wo - 1) * sw + 1 : sw,
+            ]
+            for i in range(kh)
+            for j in range(kw)
+        ]
+        a = torch.stack(shifted, dim=3)  # (nb, Ho, Wo, kh·kw, C)
+        if g == 1:
+            a = a.reshape(1, nb * length, k)
+        else:
+            a = a.reshape(nb * length, kh * kw, g, cg).permute(2, 0, 1, 3).reshape(g, -1, k)
         y = approx_matmul(a, wt, passes)  # (G, nb·L, O/G)
         outs.append(y.reshape(g, nb, length, og).permute(1, 0, 3, 2).reshape(nb, o, ho, wo))
     return outs[0] if len(outs) == 1 else torch.cat(outs)
@@ -236,18 +257,18 @@ def _conv_nd(
             out = _exact_padded_conv(x, weight, bias, st, pads, dil, groups, padding_mode, nd)
         return out.squeeze(0) if unbatched else out
     if padding_mode == "zeros" and symmetric:
-        unfold_pad = tuple(lo for lo, _ in pads)
+        zero_pad = tuple(lo for lo, _ in pads)
     else:
         flat = [p for pair in reversed(pads) for p in pair]  # F.pad order: last dim first
         mode = "constant" if padding_mode == "zeros" else padding_mode
         x = F.pad(x, flat, mode=mode)
-        unfold_pad = (0,) * nd
+        zero_pad = (0,) * nd
     if nd == 1:
         out = _im2col_conv2d(
             x.unsqueeze(2),
             weight.unsqueeze(2),
             (1, st[0]),
-            (0, unfold_pad[0]),
+            (0, zero_pad[0]),
             (1, dil[0]),
             groups,
             passes,
@@ -257,7 +278,7 @@ def _conv_nd(
             x,
             weight,
             (st[0], st[1]),
-            (unfold_pad[0], unfold_pad[1]),
+            (zero_pad[0], zero_pad[1]),
             (dil[0], dil[1]),
             groups,
             passes,
@@ -299,10 +320,10 @@ def conv1d(
     grad_weight: Multiplier | str | None = None,
     padding_mode: str = "zeros",
 ) -> Tensor:
-    """Approximate :func:`torch.nn.functional.conv1d` (runs as a 2-D im2col with height 1).
+    """Approximate :func:`torch.nn.functional.conv1d` (runs as a 2-D convolution of height 1).
 
     Args:
-        input: ``(N, C_in, L)`` or unbatched ``(C_in, L)``; the unfolded patches are operand A.
+        input: ``(N, C_in, L)`` or unbatched ``(C_in, L)``; its patches are operand A.
         weight: ``(C_out, C_in / groups, k)``; operand B.
         bias: Optional ``(C_out,)``, added exactly.
         stride: Stride, int or 1-tuple.
@@ -348,9 +369,10 @@ def conv2d(
 ) -> Tensor:
     """Approximate :func:`torch.nn.functional.conv2d` via im2col and one batched matmul.
 
-    The input is unfolded (:func:`torch.nn.functional.unfold`) into patches; the patches of
-    group ``g`` times the kernel of group ``g`` is one ``approxsim.matmul`` batched over the
-    groups, with the batch folded into the rows (chunked when the unfolded input would exceed
+    The input's patches (im2col: ``kh·kw`` shifted slices of a channels-last copy, so a row
+    holds one output position's inputs in ``(kh, kw, channel)`` order) of group ``g`` times
+    the kernel of group ``g`` is one ``approxsim.matmul`` batched over the groups, with the
+    batch folded into the rows (chunked when the patch matrix would exceed
     :data:`UNFOLD_CHUNK_BYTES`).
 
     Args:
