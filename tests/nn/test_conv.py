@@ -67,6 +67,10 @@ CONV2D_CASES: dict[str, tuple[dict[str, Any], tuple[int, ...]]] = {
         (2, 3, 5, 5),
     ),
     "unbatched": (dict(in_channels=2, out_channels=3, kernel_size=3, padding=1), (2, 5, 5)),
+    "wide_groups_dilated": (  # 16 channels per group: the channels-last patch gather
+        dict(in_channels=32, out_channels=4, kernel_size=3, stride=2, dilation=2, groups=2),
+        (1, 32, 8, 7),
+    ),
 }
 
 CONV1D_CASES: dict[str, tuple[dict[str, Any], tuple[int, ...]]] = {
@@ -132,6 +136,13 @@ def _make(kind: str, case: str, **kw: Any) -> tuple[nn.Module, nn.Module, torch.
 ALL_CASES = [("2d", c) for c in CONV2D_CASES] + [("1d", c) for c in CONV1D_CASES]
 
 
+@pytest.fixture(params=["unfold", "slices"])
+def patch_gather(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with each way of gathering the patch matrix, whatever the channel count."""
+    monkeypatch.setattr(AF, "_SLICE_MIN_CHANNELS", 1 if request.param == "slices" else 1 << 30)
+    return str(request.param)
+
+
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 @pytest.mark.parametrize("kind,case", ALL_CASES)
 def test_fp32_layer_equals_torch(kind: str, case: str) -> None:
@@ -140,6 +151,7 @@ def test_fp32_layer_equals_torch(kind: str, case: str) -> None:
     torch.testing.assert_close(approx(x), ref(x), rtol=0, atol=0)
 
 
+@pytest.mark.usefixtures("patch_gather")
 @pytest.mark.parametrize("kind,case", ALL_CASES)
 def test_im2col_geometry_with_exact_products(kind: str, case: str) -> None:
     """The im2col path itself, with exact products in one pass and approximate in another."""
@@ -168,6 +180,7 @@ def test_im2col_geometry_with_exact_products(kind: str, case: str) -> None:
     torch.testing.assert_close(w_grad_approx, ref.weight.grad, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.usefixtures("patch_gather")
 @pytest.mark.parametrize("name", ["mitchell7", "mbm7", "bf16"])
 @pytest.mark.parametrize("kind,case", ALL_CASES)
 def test_forward_matches_patch_products(kind: str, case: str, name: str) -> None:
@@ -188,6 +201,7 @@ def test_forward_matches_patch_products(kind: str, case: str, name: str) -> None
     assert not torch.allclose(got, ref(x), atol=1e-6), "no approximation happened"
 
 
+@pytest.mark.usefixtures("patch_gather")
 @pytest.mark.parametrize(
     "kind,case",
     [("2d", "stride2"), ("2d", "groups2"), ("2d", "circular"), ("1d", "same_even_reflect")],

@@ -41,6 +41,8 @@ _Size = int | Sequence[int]
 
 #: Largest patch (im2col) matrix, in bytes, materialized at once; bigger batches are chunked.
 UNFOLD_CHUNK_BYTES = 256 << 20
+#: Channels per group from which the patches are gathered from a channels-last copy.
+_SLICE_MIN_CHANNELS = 16
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -143,13 +145,9 @@ def _im2col_conv2d(
 
     ``x`` is ``(N, C, H, W)`` (already padded except for ``pad_zeros``, symmetric zero
     padding applied here). The patches of all samples and positions form the rows of operand
-    A, one matrix per group: ``A: (G, N·L, kh·kw·C/G) × B: (G, kh·kw·C/G, O/G)``. Folding the
-    batch into the rows (rather than batching over ``(N, G)``) lets the kernel build its
-    per-weight tables once per group. The patches are gathered from a channels-last copy of
-    the input as ``kh·kw`` shifted slices stacked along K (order ``(kh, kw, channel)``), which
-    writes A row by row; :func:`F.unfold` gives channel-major columns whose transposed copy,
-    and the ``fold`` of the backward pass, cost several times more than the matmul's
-    neighbours here.
+    A, one matrix per group: ``A: (G, N·L, K) × B: (G, K, O/G)`` with ``K = C/G·kh·kw``.
+    Folding the batch into the rows (rather than batching over ``(N, G)``) lets the kernel
+    build its per-weight tables once per group.
     """
     n, c, h, w = x.shape
     o, cg, kh, kw = weight.shape
@@ -170,9 +168,16 @@ def _im2col_conv2d(
     length = ho * wo
     if n == 0:
         return x.new_zeros((0, o, ho, wo))
-    # Operand B: the kernel of each group, (G, kh·kw·C/G, O/G), rows in A's (kh, kw, channel)
-    # order.
-    wt = weight.reshape(g, og, cg, kh, kw).permute(0, 3, 4, 2, 1).reshape(g, k, og)
+    # Many channels: gather the patches from kh·kw shifted slices of a channels-last copy
+    # (K in (kh, kw, channel) order), which writes A row by row; F.unfold's channel-major
+    # columns would need a transposed copy several times slower. Few channels: unfold (its
+    # copies are small, and slices of a few floats are slow to stack).
+    slices = cg >= _SLICE_MIN_CHANNELS
+    # Operand B: the kernel of each group, (G, K, O/G), rows in A's K order.
+    if slices:
+        wt = weight.reshape(g, og, cg, kh, kw).permute(0, 3, 4, 2, 1).reshape(g, k, og)
+    else:
+        wt = weight.reshape(g, og, k).transpose(1, 2)
     # Chunk the batch so the patch matrix stays bounded.
     per_sample = c * kh * kw * length * 4
     chunk = max(1, UNFOLD_CHUNK_BYTES // max(per_sample, 1))
@@ -180,25 +185,26 @@ def _im2col_conv2d(
     for n0 in range(0, n, chunk):
         xs = x[n0 : n0 + chunk]
         nb = xs.shape[0]
-        # (nb, H, W, C) channels-last, zero-padded.
-        xh = F.pad(
-            xs.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1),
-            (0, 0, pw, pw, ph, ph),
-        )
-        shifted = [
-            xh[
-                :,
-                i * dh : i * dh + (ho - 1) * sh + 1 : sh,
-                j * dw : j * dw + (wo - 1) * sw + 1 : sw,
+        if slices:
+            xh = F.pad(  # (nb, H, W, C), zero-padded
+                xs.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1),
+                (0, 0, pw, pw, ph, ph),
+            )
+            shifted = [
+                xh[
+                    :,
+                    i * dh : i * dh + (ho - 1) * sh + 1 : sh,
+                    j * dw : j * dw + (wo - 1) * sw + 1 : sw,
+                ]
+                for i in range(kh)
+                for j in range(kw)
             ]
-            for i in range(kh)
-            for j in range(kw)
-        ]
-        a = torch.stack(shifted, dim=3)  # (nb, Ho, Wo, kh·kw, C)
-        if g == 1:
-            a = a.reshape(1, nb * length, k)
+            patches = torch.stack(shifted, dim=3)  # (nb, Ho, Wo, kh·kw, C)
+            a = patches.reshape(nb * length, kh * kw, g, cg).permute(2, 0, 1, 3)
         else:
-            a = a.reshape(nb * length, kh * kw, g, cg).permute(2, 0, 1, 3).reshape(g, -1, k)
+            cols = F.unfold(xs, (kh, kw), dilation=(dh, dw), padding=(ph, pw), stride=(sh, sw))
+            a = cols.reshape(nb, g, k, length).permute(1, 0, 3, 2)
+        a = a.reshape(g, nb * length, k)
         y = approx_matmul(a, wt, passes)  # (G, nb·L, O/G)
         outs.append(y.reshape(g, nb, length, og).permute(1, 0, 3, 2).reshape(nb, o, ho, wo))
     return outs[0] if len(outs) == 1 else torch.cat(outs)
@@ -369,11 +375,9 @@ def conv2d(
 ) -> Tensor:
     """Approximate :func:`torch.nn.functional.conv2d` via im2col and one batched matmul.
 
-    The input's patches (im2col: ``kh·kw`` shifted slices of a channels-last copy, so a row
-    holds one output position's inputs in ``(kh, kw, channel)`` order) of group ``g`` times
-    the kernel of group ``g`` is one ``approxsim.matmul`` batched over the groups, with the
-    batch folded into the rows (chunked when the patch matrix would exceed
-    :data:`UNFOLD_CHUNK_BYTES`).
+    The input's patches (im2col: one row per output position) of group ``g`` times the kernel
+    of group ``g`` is one ``approxsim.matmul`` batched over the groups, with the batch folded
+    into the rows (chunked when the patch matrix would exceed :data:`UNFOLD_CHUNK_BYTES`).
 
     Args:
         input: ``(N, C_in, H, W)`` or unbatched ``(C_in, H, W)``; patches are operand A.
