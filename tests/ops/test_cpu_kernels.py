@@ -23,6 +23,11 @@ KERNELS = ["native", "numba"]
 @pytest.fixture(params=KERNELS)
 def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("APPROXSIM_CPU_KERNEL", request.param)
+    if request.param == "native":
+        try:
+            _cpu_native.load()
+        except _cpu_native.KernelBuildError as exc:
+            pytest.skip(f"no compiled kernel on this machine: {exc}")
     return str(request.param)
 
 
