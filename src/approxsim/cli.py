@@ -8,6 +8,7 @@ Subcommands:
     ``approxsim eval --checkpoint FILE --multiplier NAME``
     ``approxsim compare RUN_DIR... [--plot curves.png]``
     ``approxsim bench ops [--multiplier NAME] [--problems ...] [--json FILE]``
+    ``approxsim bench direct --c FILE --function F --mantissa-bits M [--problems ...]``
     ``approxsim cim mc | attack | eval | train | sweep ...`` (analog compute-in-memory)
 """
 
@@ -177,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from approxsim.cim.cli import CIM_ACTIONS, run_cim_cli
     from approxsim.experiments.bench import run_bench_cli
+    from approxsim.experiments.bench_direct import run_direct_cli
     from approxsim.experiments.compare import run_compare_cli
     from approxsim.experiments.train import run_eval_cli, run_train_cli
     from approxsim.multipliers import MultiplierError
@@ -185,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("multipliers", "list"): _cmd_list,
         ("multipliers", "show"): _cmd_show,
         ("bench", "ops"): run_bench_cli,
+        ("bench", "direct"): run_direct_cli,
         ("train", None): run_train_cli,
         ("eval", None): run_eval_cli,
         ("compare", None): run_compare_cli,

@@ -770,7 +770,8 @@ def save_results(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
 def add_bench_parser(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> argparse.ArgumentParser:
-    """Add ``bench`` (with its ``ops`` action) to the ``approxsim`` command's subparsers.
+    """Add ``bench`` (with its ``ops`` and ``direct`` actions) to the ``approxsim`` command's
+    subparsers.
 
     Args:
         subparsers: What ``ArgumentParser.add_subparsers`` returned for the top-level
@@ -828,6 +829,9 @@ def add_bench_parser(
         "--quick", action="store_true", help="tiny problems only (seconds; a smoke test)"
     )
     ops.set_defaults(handler=run_bench_cli)
+    from approxsim.experiments.bench_direct import add_direct_parser
+
+    add_direct_parser(bsub)
     return ops
 
 

@@ -47,12 +47,13 @@ __all__ = [
     "FunctionNotFoundError",
     "WrongSignatureError",
     "HARNESS_VERSION",
+    "load_cmodel",
     "CModel",
     "compile_model",
 ]
 
 #: Bump when the harness or build flags change: it is part of every cache key.
-HARNESS_VERSION = 1
+HARNESS_VERSION = 2
 CACHE_SECTION = "c-models"
 _CXX_SUFFIXES = {".cc", ".cpp", ".cxx", ".c++", ".inl", ".hpp", ".hh", ".hxx", ".cu", ".cuh"}
 _C_SUFFIXES = {".c", ".h"}
@@ -160,6 +161,18 @@ def _harness(model_file: str, function: str, language: str) -> tuple[str, int]:
         "void approxsim_eval(const float *a, const float *b, float *out, int64_t n) {",
         "    for (int64_t k = 0; k < n; ++k) out[k] = approxsim_model_fn(a[k], b[k]);",
         "}",
+        "/* Rows r_lo..r_hi of C = A x B with one model call per product (A: R x K, Bt: N x K, */",
+        "/* both row-major): the direct simulation approxsim bench direct measures. */",
+        "void approxsim_gemm(const float *a, const float *bt, float *c, int64_t k, int64_t n,",
+        "                    int64_t r_lo, int64_t r_hi) {",
+        "    for (int64_t r = r_lo; r < r_hi; ++r)",
+        "        for (int64_t j = 0; j < n; ++j) {",
+        "            const float *x = a + r * k, *y = bt + j * k;",
+        "            float s = 0.0f;",
+        "            for (int64_t q = 0; q < k; ++q) s += approxsim_model_fn(x[q], y[q]);",
+        "            c[r * n + j] = s;",
+        "        }",
+        "}",
         f"int approxsim_harness_version(void) {{ return {HARNESS_VERSION}; }}",
         ext_close,
         "",
@@ -257,6 +270,37 @@ class CModel:
         fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
         self._eval = fn
 
+    def gemm(self, a: np.ndarray, b: np.ndarray, threads: int = 1) -> np.ndarray:
+        """``C = A × B`` (float32 ``(R, K) × (K, N)``) calling the model once per product and
+        summing in float32, in plain compiled loops split over ``threads`` threads — the
+        direct simulation an engine without LUTs runs."""
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        bt = np.ascontiguousarray(np.asarray(b, dtype=np.float32).T)
+        if a.ndim != 2 or bt.ndim != 2 or a.shape[1] != bt.shape[1]:
+            raise ValueError(f"cannot multiply shapes {a.shape} and {np.shape(b)}")
+        r, k = a.shape
+        n = bt.shape[0]
+        c = np.empty((r, n), dtype=np.float32)
+        fn = self._lib.approxsim_gemm
+        fn.restype = None
+        fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 4
+        step = -(-r // max(1, min(threads, r))) if r else 1
+        spans = [(lo, min(r, lo + step)) for lo in range(0, r, step)]
+        if len(spans) <= 1:
+            for lo, hi in spans:
+                fn(a.ctypes.data, bt.ctypes.data, c.ctypes.data, k, n, lo, hi)
+            return c
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(spans)) as pool:  # ctypes releases the GIL
+            jobs = [
+                pool.submit(fn, a.ctypes.data, bt.ctypes.data, c.ctypes.data, k, n, lo, hi)
+                for lo, hi in spans
+            ]
+            for job in jobs:
+                job.result()
+        return c
+
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Evaluate the model elementwise on two float32 arrays of equal shape."""
         a = np.ascontiguousarray(a, dtype=np.float32)
@@ -325,6 +369,46 @@ def compile_model(
 
 
 # ---------------------------------------------------------------------------- public builder
+def load_cmodel(
+    source: str | Path,
+    function: str,
+    *,
+    language: str | None = None,
+    compiler: str | None = None,
+    flags: list[str] | None = None,
+) -> CModel:
+    """Compile a functional model and load it, without building a LUT (for the direct
+    simulation baseline of ``approxsim bench direct``).
+
+    The library lives in a private temporary folder removed when the process exits.
+
+    Args:
+        source, function, language, compiler, flags: As :func:`from_c`.
+
+    Raises:
+        CompilerNotFoundError, CompilerError: as :func:`from_c`.
+    """
+    import atexit
+    import tempfile
+
+    text, path = _read_source(source)
+    lang = _language(path, language)
+    exe = find_compiler(lang, compiler)
+    out_dir = Path(tempfile.mkdtemp(prefix="approxsim-cmodel-"))
+    atexit.register(shutil.rmtree, out_dir, True)
+    so = compile_model(
+        text,
+        function,
+        lang,
+        exe,
+        out_dir,
+        flags=flags,
+        include_dir=path.parent.resolve() if path is not None else None,
+        source_label=str(path) if path is not None else "<source text>",
+    )
+    return CModel(so, function)
+
+
 def from_c(
     source: str | Path,
     function: str,

@@ -1,0 +1,239 @@
+"""``approxsim bench direct``: the LUT engine against direct simulation of the C model.
+
+The baseline is what simulating a multiplier means without approxsim (ApproxTrain's "CPU-based
+simulation"): the user's compiled functional model called once per product inside a plain
+compiled GEMM loop, summing in float32, on one thread and on all threads. The same C file is
+built into a :class:`~approxsim.Multiplier` (its LUT checked bit for bit against the model),
+and ``approxsim.matmul`` runs the same problem, so the speed-up is measured, not assumed. The
+two results agree within float32 summation order (every product is the model's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from approxsim._argtypes import int_at_least
+from approxsim.experiments.bench import (
+    BenchError,
+    Problem,
+    _resolve_problems,
+    _run_settings,
+    _time_calls,
+    _timing,
+    machine_record,
+    save_results,
+)
+from approxsim.multipliers import MultiplierError
+
+__all__ = ["DIRECT_PROBLEMS", "SCHEMA", "bench_direct", "format_direct_table"]
+
+SCHEMA = "approxsim.bench.direct/1"
+#: Default problems: small enough for the single-threaded direct loop (seconds each).
+DIRECT_PROBLEMS = ("lenet5_conv2", "gemm512", "resnet18_layer4")
+
+
+def _no_sync() -> None:
+    pass
+
+
+def bench_direct(
+    source: str | Path,
+    function: str,
+    mantissa_bits: int,
+    problems: str | Sequence[str | Problem] | None = None,
+    *,
+    language: str | None = None,
+    rounding: str = "truncate",
+    reps: int = 3,
+    warmup: int = 1,
+    threads: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Time direct simulation of a C model against approxsim's LUT engine on GEMM problems.
+
+    Args:
+        source: The C/C++ model (path or text), as :func:`approxsim.multipliers.from_c`.
+        function: Its ``float function(float, float)``.
+        mantissa_bits: M of the LUT built from it.
+        problems: Problem names (``approxsim bench ops``' registry; convolutions run as their
+            GEMM); default :data:`DIRECT_PROBLEMS`.
+        language: ``"c"`` or ``"c++"``; default from the file suffix.
+        rounding: Input rounding of the LUT multiplier (as the model does it).
+        reps: Timed calls per implementation (median reported).
+        warmup: Untimed calls before timing.
+        threads: Threads for both engines (default: torch's).
+        progress: Called with a line per step.
+
+    Returns:
+        ``{"schema", "machine", "model", "threads", "results": [row, ...]}``; each row has the
+        problem, ``lut``, ``direct_1_thread`` and ``direct_threads`` timings (median seconds,
+        GMAC/s), ``speedup_vs_1_thread``, ``speedup_vs_threads`` and ``max_rel_diff`` (largest
+        difference of the two results over the largest |result|).
+
+    Raises:
+        BenchError: unknown problems; CompilerError and MultiplierError from the build.
+    """
+    from approxsim.multipliers.cmodel import from_c, load_cmodel
+    from approxsim.ops import matmul
+
+    say = progress or (lambda _line: None)
+    probs = _resolve_problems(list(problems or DIRECT_PROBLEMS), quick=False)
+    say(f"building {function} from {source if isinstance(source, Path) else 'the source'}")
+    model = load_cmodel(source, function, language=language)
+    mult = from_c(source, function, mantissa_bits, language=language, rounding=rounding)
+    rows = []
+    with _run_settings(torch.device("cpu"), False, threads):
+        nthreads = torch.get_num_threads()
+        for i, p in enumerate(probs, 1):
+            gen = torch.Generator().manual_seed(i)
+            a = torch.randn(p.r, p.k, generator=gen)
+            b = torch.randn(p.k, p.n, generator=gen)
+            an, bn = a.numpy(), b.numpy()
+            say(f"[{i}/{len(probs)}] {p.name} ({p.shape}): approxsim.matmul")
+            lut_t = _time_calls(partial(matmul, a, b, mult), reps, warmup, _no_sync)
+            say(f"[{i}/{len(probs)}] {p.name}: direct, {nthreads} threads")
+            par_t = _time_calls(partial(model.gemm, an, bn, nthreads), reps, warmup, _no_sync)
+            say(f"[{i}/{len(probs)}] {p.name}: direct, 1 thread")
+            one_t = _time_calls(partial(model.gemm, an, bn, 1), reps, warmup, _no_sync)
+            got = matmul(a, b, mult).numpy()
+            ref = model.gemm(an, bn, nthreads)
+            scale = float(np.abs(ref).max()) or 1.0
+            lut, one, par = (_timing(t, p.macs) for t in (lut_t, one_t, par_t))
+            rows.append(
+                {
+                    "problem": p.to_dict(),
+                    "lut": lut,
+                    "direct_1_thread": one,
+                    "direct_threads": par,
+                    "speedup_vs_1_thread": one["median_s"] / lut["median_s"],
+                    "speedup_vs_threads": par["median_s"] / lut["median_s"],
+                    "max_rel_diff": float(np.abs(got - ref).max()) / scale,
+                }
+            )
+    return {
+        "schema": SCHEMA,
+        "machine": machine_record("cpu"),
+        "model": {
+            "function": function,
+            "source": str(source) if isinstance(source, Path) else None,
+            "mantissa_bits": mantissa_bits,
+            "rounding": rounding,
+            "multiplier": mult.name,
+        },
+        "threads": nthreads,
+        "results": rows,
+    }
+
+
+def format_direct_table(result: dict[str, Any]) -> str:
+    """A text table of :func:`bench_direct`'s result."""
+    t = result["threads"]
+    header = (
+        "problem",
+        "shape RxKxN",
+        "LUT GMAC/s",
+        "direct 1T GMAC/s",
+        f"direct {t}T GMAC/s",
+        "speed-up vs 1T",
+        f"vs {t}T",
+        "max rel diff",
+    )
+    lines = [header]
+    for r in result["results"]:
+        p = r["problem"]
+        lines.append(
+            (
+                p["name"],
+                f"{p['r']}x{p['k']}x{p['n']}",
+                f"{r['lut']['gmac_per_s']:.3g}",
+                f"{r['direct_1_thread']['gmac_per_s']:.3g}",
+                f"{r['direct_threads']['gmac_per_s']:.3g}",
+                f"{r['speedup_vs_1_thread']:.1f}x",
+                f"{r['speedup_vs_threads']:.1f}x",
+                f"{r['max_rel_diff']:.1e}",
+            )
+        )
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    out = [
+        "  ".join(
+            c.ljust(w) if j < 2 else c.rjust(w)
+            for j, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in lines
+    ]
+    out.insert(1, "-" * len(out[0]))
+    m = result["model"]
+    out.insert(
+        0,
+        f"approxsim bench direct: {m['function']} (M={m['mantissa_bits']}), "
+        f"{result['machine']['cpu']}, {t} threads, median of the timed calls",
+    )
+    return "\n".join(out)
+
+
+def add_direct_parser(bsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``approxsim bench direct`` to ``bench``'s subparsers."""
+    p = bsub.add_parser(
+        "direct",
+        help="LUT engine vs direct simulation of a C model (one call per product)",
+        description=(
+            "Build a multiplier from a C/C++ functional model and time approxsim.matmul "
+            "against the model called once per product in a plain compiled GEMM loop (one "
+            "thread and all threads): the simulation an engine without LUTs runs."
+        ),
+    )
+    p.add_argument("--c", required=True, metavar="FILE", help="C/C++ source of the model")
+    p.add_argument("--function", required=True, metavar="F", help="float F(float, float)")
+    p.add_argument(
+        "--mantissa-bits", required=True, type=int_at_least(1), metavar="M", help="LUT bits M"
+    )
+    p.add_argument("--language", choices=("c", "c++"), help="default: from the file suffix")
+    p.add_argument("--rounding", choices=("truncate", "nearest"), default="truncate")
+    p.add_argument(
+        "--problems", metavar="LIST", help=f"comma-separated (default: {','.join(DIRECT_PROBLEMS)})"
+    )
+    p.add_argument("--reps", type=int_at_least(1), default=3, help="timed calls (3)")
+    p.add_argument("--warmup", type=int_at_least(0), default=1, help="untimed calls (1)")
+    p.add_argument("--threads", type=int_at_least(1), metavar="T", help="threads (default: all)")
+    p.add_argument("--json", metavar="FILE", help="also write all results to FILE")
+
+
+def run_direct_cli(args: argparse.Namespace) -> int:
+    """Run ``approxsim bench direct``; returns the exit status (2: user error)."""
+    from approxsim.multipliers.cmodel import CompilerError
+
+    def say(line: str) -> None:
+        print(f"bench: {line}", file=sys.stderr, flush=True)
+
+    try:
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        if not Path(args.c).is_file():
+            raise BenchError(f"{args.c}: no such file")
+        result = bench_direct(
+            Path(args.c),
+            args.function,
+            args.mantissa_bits,
+            args.problems.split(",") if args.problems else None,
+            language=args.language,
+            rounding=args.rounding,
+            reps=args.reps,
+            warmup=args.warmup,
+            threads=args.threads,
+            progress=say,
+        )
+        print(format_direct_table(result))
+        if args.json:
+            say(f"results written to {save_results(result, args.json)}")
+    except (BenchError, CompilerError, MultiplierError, OSError) as exc:
+        print(f"approxsim: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
