@@ -44,6 +44,10 @@ def _no_sync() -> None:
     pass
 
 
+def _nonzero(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x.abs() < 1e-30, torch.ones_like(x), x)
+
+
 def bench_direct(
     source: str | Path,
     function: str,
@@ -94,8 +98,10 @@ def bench_direct(
         nthreads = torch.get_num_threads()
         for i, p in enumerate(probs, 1):
             gen = torch.Generator().manual_seed(i)
-            a = torch.randn(p.r, p.k, generator=gen)
-            b = torch.randn(p.k, p.n, generator=gen)
+            # Nonzero normal operands: C models written like ApproxTrain's handle only those
+            # (an exact zero from randn would give the model's garbage, not a zero product).
+            a = _nonzero(torch.randn(p.r, p.k, generator=gen))
+            b = _nonzero(torch.randn(p.k, p.n, generator=gen))
             an, bn = a.numpy(), b.numpy()
             say(f"[{i}/{len(probs)}] {p.name} ({p.shape}): approxsim.matmul")
             lut_t = _time_calls(partial(matmul, a, b, mult), reps, warmup, _no_sync)
