@@ -9,6 +9,7 @@ Subcommands:
     ``approxsim compare RUN_DIR... [--plot curves.png]``
     ``approxsim bench ops [--multiplier NAME] [--problems ...] [--json FILE]``
     ``approxsim bench direct --c FILE --function F --mantissa-bits M [--problems ...]``
+    ``approxsim bench models [--multiplier NAME] [--models LIST] [--batch-size B]``
     ``approxsim cim mc | attack | eval | train | sweep ...`` (analog compute-in-memory)
 """
 
@@ -179,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from approxsim.cim.cli import CIM_ACTIONS, run_cim_cli
     from approxsim.experiments.bench import run_bench_cli
     from approxsim.experiments.bench_direct import run_direct_cli
+    from approxsim.experiments.bench_models import run_models_cli
     from approxsim.experiments.compare import run_compare_cli
     from approxsim.experiments.train import run_eval_cli, run_train_cli
     from approxsim.multipliers import MultiplierError
@@ -188,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("multipliers", "show"): _cmd_show,
         ("bench", "ops"): run_bench_cli,
         ("bench", "direct"): run_direct_cli,
+        ("bench", "models"): run_models_cli,
         ("train", None): run_train_cli,
         ("eval", None): run_eval_cli,
         ("compare", None): run_compare_cli,

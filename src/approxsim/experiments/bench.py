@@ -770,8 +770,8 @@ def save_results(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
 def add_bench_parser(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> argparse.ArgumentParser:
-    """Add ``bench`` (with its ``ops`` and ``direct`` actions) to the ``approxsim`` command's
-    subparsers.
+    """Add ``bench`` (with its ``ops``, ``direct`` and ``models`` actions) to the ``approxsim``
+    command's subparsers.
 
     Args:
         subparsers: What ``ArgumentParser.add_subparsers`` returned for the top-level
@@ -830,8 +830,10 @@ def add_bench_parser(
     )
     ops.set_defaults(handler=run_bench_cli)
     from approxsim.experiments.bench_direct import add_direct_parser
+    from approxsim.experiments.bench_models import add_models_parser
 
     add_direct_parser(bsub)
+    add_models_parser(bsub)
     return ops
 
 

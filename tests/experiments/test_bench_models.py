@@ -1,0 +1,45 @@
+"""``approxsim bench models``: structure of the results and the CLI (timings are not tested)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from approxsim.experiments.bench import add_bench_parser
+from approxsim.experiments.bench_models import bench_models, format_models_table, run_models_cli
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_bench_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+def test_bench_models_rows() -> None:
+    lines: list[str] = []
+    res = bench_models("mbm7", ["lenet300100"], batch_size=4, batches=2, progress=lines.append)
+    assert [(r["model"], r["mode"]) for r in res["results"]] == [
+        ("lenet300100", "inference"),
+        ("lenet300100", "training"),
+    ]
+    for r in res["results"]:
+        assert len(r["times_s"]["native"]) == 2 and len(r["times_s"]["approx"]) == 2
+        assert r["approx"]["samples_per_s"] > 0
+        assert r["slowdown"] == pytest.approx(r["approx"]["mean_s"] / r["native"]["mean_s"])
+    assert res["multiplier"] == "mbm7" and any("training, approx" in ln for ln in lines)
+    assert "lenet300100" in format_models_table(res)
+    json.dumps(res)
+
+
+def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "m.json"
+    args = _parse(["bench", "models", "--models", "lenet5", "--batch-size", "2", "--batches", "1"]
+                  + ["--json", str(out)])  # fmt: skip
+    assert run_models_cli(args) == 0
+    assert "lenet5" in capsys.readouterr().out and json.loads(out.read_text())["batch_size"] == 2
+    assert run_models_cli(_parse(["bench", "models", "--models", "alexnet"])) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert run_models_cli(_parse(["bench", "models", "--multiplier", "nope9"])) == 2
