@@ -128,7 +128,14 @@ def test_registry_shapes_match_the_layers() -> None:
     assert (PROBLEMS["lenet5_conv2"].r, PROBLEMS["lenet5_conv2"].k) == (3200, 150)
     assert PROBLEMS["resnet18_layer1"].macs == 32768 * 576 * 64
     assert PROBLEMS["resnet18_layer4"].macs == 512 * 4608 * 512
-    assert list_problems("resnet18*") == ["resnet18_layer1", "resnet18_layer4"]
+    assert list_problems("resnet18*") == [
+        "resnet18_layer1",
+        "resnet18_layer4",
+        "resnet18_layer1_b128",
+        "resnet18_layer4_b128",
+    ]
+    assert PROBLEMS["resnet50_layer1_expand"].macs == 32768 * 64 * 256
+    assert PROBLEMS["resnet18_layer1_b128"].r == 4 * PROBLEMS["resnet18_layer1"].r
     assert set(QUICK_PROBLEMS) <= set(PROBLEMS)
 
 

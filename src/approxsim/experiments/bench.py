@@ -228,6 +228,65 @@ PROBLEMS: dict[str, Problem] = _registry(
         512,
         ConvGeometry(32, 512, 512, 3, 4, 4, padding=1),
     ),
+    Problem(
+        "resnet50_layer1_reduce",
+        "ResNet-50 (CIFAR stem) layer1 1x1 reduce, batch 32: 256->64 ch, 32x32",
+        32 * 32 * 32,
+        256,
+        64,
+        ConvGeometry(32, 256, 64, 1, 32, 32),
+    ),
+    Problem(
+        "resnet50_layer1_expand",
+        "ResNet-50 (CIFAR stem) layer1 1x1 expand, batch 32: 64->256 ch, 32x32",
+        32 * 32 * 32,
+        64,
+        256,
+        ConvGeometry(32, 64, 256, 1, 32, 32),
+    ),
+    Problem(
+        "resnet50_layer4_reduce",
+        "ResNet-50 (CIFAR stem) layer4 1x1 reduce, batch 32: 2048->512 ch, 4x4",
+        32 * 4 * 4,
+        2048,
+        512,
+        ConvGeometry(32, 2048, 512, 1, 4, 4),
+    ),
+    # Larger shapes, named explicitly (minutes on a 2-core CPU).
+    Problem("gemm2048", "square GEMM 2048", 2048, 2048, 2048),
+    Problem("gemm4096", "square GEMM 4096", 4096, 4096, 4096),
+    Problem(
+        "lenet5_conv1_b128",
+        "LeNet-5 conv1, batch 128: 1->6 ch, 5x5, 28x28 input, padding 2",
+        128 * 28 * 28,
+        25,
+        6,
+        ConvGeometry(128, 1, 6, 5, 28, 28, padding=2),
+    ),
+    Problem(
+        "lenet5_conv2_b128",
+        "LeNet-5 conv2, batch 128: 6->16 ch, 5x5, 14x14 input",
+        128 * 10 * 10,
+        150,
+        16,
+        ConvGeometry(128, 6, 16, 5, 14, 14),
+    ),
+    Problem(
+        "resnet18_layer1_b128",
+        "ResNet-18 (CIFAR stem) layer1 conv, batch 128: 64->64 ch, 3x3, 32x32, padding 1",
+        128 * 32 * 32,
+        576,
+        64,
+        ConvGeometry(128, 64, 64, 3, 32, 32, padding=1),
+    ),
+    Problem(
+        "resnet18_layer4_b128",
+        "ResNet-18 (CIFAR stem) layer4 conv, batch 128: 512->512 ch, 3x3, 4x4, padding 1",
+        128 * 4 * 4,
+        4608,
+        512,
+        ConvGeometry(128, 512, 512, 3, 4, 4, padding=1),
+    ),
     # Tiny shapes for tests and smoke runs (--quick): milliseconds per call.
     Problem("tiny_gemm", "tiny square GEMM 48 (smoke test)", 48, 48, 48),
     Problem(
@@ -248,6 +307,9 @@ DEFAULT_PROBLEMS: tuple[str, ...] = (
     "lenet5_conv2",
     "resnet18_layer1",
     "resnet18_layer4",
+    "resnet50_layer1_reduce",
+    "resnet50_layer1_expand",
+    "resnet50_layer4_reduce",
 )
 
 #: Problems run by ``quick=True`` / ``--quick``.
