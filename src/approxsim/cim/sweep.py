@@ -26,6 +26,7 @@ from typing import Any
 
 from torch import nn
 
+from approxsim._text import text_table
 from approxsim.cim.chip import PatternArg, chip
 from approxsim.cim.device import CIMError, DeviceConfig, per_device_bound, per_weight_bound
 from approxsim.cim.evaluation import DataLike, accuracy, num_samples
@@ -303,11 +304,8 @@ def sweep_table(doc: dict[str, Any], *, markdown: bool = True) -> str:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(lines)
-    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    return "\n".join(
-        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-        for r in [head, *rows]
-    )
+    cells = [[str(c) for c in r] for r in rows]
+    return "\n".join(text_table([str(c) for c in head], cells, left=len(head), rule=None))
 
 
 def plot_sweep(doc: dict[str, Any], path: str | Path, *, dpi: int = 120) -> Path:

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from approxsim._argtypes import int_at_least
+from approxsim._text import text_table
 from approxsim.multipliers import Multiplier, MultiplierError, get_multiplier
 from approxsim.ops import matmul as approx_matmul
 
@@ -793,16 +794,8 @@ def format_table(result: dict[str, Any]) -> str:
         )
         for row in result["rows"]
     ]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    left = 4  # the text columns; numbers are right-aligned
-
-    def fmt(line: Sequence[str]) -> str:
-        return "  ".join(
-            cell.ljust(w) if i < left else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
-        ).rstrip()
-
-    lines = [title, fmt(header), "-" * len(fmt(header)), *(fmt(line) for line in body)]
+    # Four text columns; numbers are right-aligned.
+    lines = [title, *text_table(header, body, left=4)]
     lines.append(
         "ratio = approx/native throughput; slowdown = approx/native time; "
         "forward+backward counts 3x the forward MACs"

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from approxsim._argtypes import int_at_least
+from approxsim._text import text_table
 from approxsim.experiments.bench import (
     BenchError,
     Problem,
@@ -152,10 +153,10 @@ def format_direct_table(result: dict[str, Any]) -> str:
         f"vs {t}T",
         "max rel diff",
     )
-    lines = [header]
+    rows = []
     for r in result["results"]:
         p = r["problem"]
-        lines.append(
+        rows.append(
             (
                 p["name"],
                 f"{p['r']}x{p['k']}x{p['n']}",
@@ -167,15 +168,7 @@ def format_direct_table(result: dict[str, Any]) -> str:
                 f"{r['max_rel_diff']:.1e}",
             )
         )
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    out = [
-        "  ".join(
-            c.ljust(w) if j < 2 else c.rjust(w)
-            for j, (c, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in lines
-    ]
-    out.insert(1, "-" * len(out[0]))
+    out = text_table(header, rows, left=2)
     m = result["model"]
     out.insert(
         0,

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from approxsim._argtypes import int_at_least
+from approxsim._text import text_table
 from approxsim.experiments.bench import (
     BenchError,
     _run_settings,
@@ -138,9 +139,9 @@ def bench_models(
 def format_models_table(result: dict[str, Any]) -> str:
     """A text table of :func:`bench_models`' result."""
     header = ("model", "mode", "fp32 samples/s", f"{result['multiplier']} samples/s", "slowdown")
-    lines = [header]
+    rows = []
     for r in result["results"]:
-        lines.append(
+        rows.append(
             (
                 r["model"],
                 r["mode"],
@@ -149,15 +150,7 @@ def format_models_table(result: dict[str, Any]) -> str:
                 f"{r['slowdown']:.1f}x",
             )
         )
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    out = [
-        "  ".join(
-            c.ljust(w) if j < 2 else c.rjust(w)
-            for j, (c, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in lines
-    ]
-    out.insert(1, "-" * len(out[0]))
+    out = text_table(header, rows, left=2)
     out.insert(
         0,
         f"approxsim bench models: batch {result['batch_size']}, first batch discarded, mean of "

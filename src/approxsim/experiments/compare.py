@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from approxsim._text import text_table
+
 __all__ = [
     "CompareError",
     "Run",
@@ -240,16 +242,7 @@ def format_comparison(result: dict[str, Any]) -> str:
                 "" if r["is_baseline"] else _pp(r["gap_best"]),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = []
-    for i, row in enumerate(rows):
-        cells = [
-            c.ljust(w) if j < 2 else c.rjust(w)
-            for j, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    lines = text_table(rows[0], rows[1:], left=2, rule="columns")
     if result["baseline"] is None:
         lines.append("(no baseline: pass --baseline RUN_DIR or include an fp32 run)")
     else:
