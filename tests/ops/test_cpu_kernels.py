@@ -153,3 +153,16 @@ def test_plan_ranks_the_strategies() -> None:
     assert _cpu_native.plan(4, 30, 5, 7)[1] is True
     swap, direct, k_tile, n_tile = _cpu_native.plan(3200, 150, 16, 7)
     assert (swap, direct, n_tile) == (False, False, 16) and 1 <= k_tile <= 150
+
+
+@pytest.mark.parametrize("n", [6, 100, 200])  # one, two and four column tiles
+def test_native_direct_reads_strided_a(n: int) -> None:
+    lib = _cpu_native.load()
+    if lib is None:
+        pytest.skip("no compiled kernel on this machine")
+    g = torch.Generator().manual_seed(n)
+    a = torch.randn(1, 300, 7, generator=g).transpose(1, 2)  # (1, 7, 300), K stride 7
+    b = torch.randn(1, 300, n, generator=g)
+    m = approxsim.get_multiplier("mbm7")
+    out, _ = _cpu_native.lut_bmm_native(lib, a, b, m.lut_bits(), 7, 0, force=(False, True))
+    assert_sum_close(out, products(a, b, "mbm7"))

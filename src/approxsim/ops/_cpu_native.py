@@ -233,10 +233,12 @@ def lut_bmm_native(
         a, b, c = b.transpose(1, 2), a.transpose(1, 2), out.transpose(1, 2)
         lut, lut_t = lut_t, lut
         r, n = n, r
-    if a.stride(2) != 1:
-        # A is decoded once per column tile, fastest from contiguous rows: one copy pays.
-        a = a.contiguous()
     n_tiles = -(-n // nt)
+    if a.stride(2) != 1 and not (direct and n_tiles <= 2):
+        # The row gather decodes A fastest from contiguous rows (vector decode, prefetch): a
+        # copy pays. The direct kernel reading A once or twice is faster strided than after
+        # the transposing copy (measured on LeNet-5's weight gradients).
+        a = a.contiguous()
     workers = max(1, torch.get_num_threads())
     # Split what needs no duplicated V building first: column tiles, then batches, then rows.
     if n_tiles >= workers or workers == 1:
