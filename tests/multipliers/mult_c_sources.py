@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-# Mitchell at MBITS fraction bits (7 unless -DMBITS=...), ApproxTrain style: pointer-cast
-# type punning, fractions cut in place, a carry bumps the exponent. Correct for normal
-# operands whose product is in range (approxsim's rules cover the rest).
-MITCHELL_C = r"""
-#include <stdint.h>
+from pathlib import Path
 
-#ifndef MBITS
-#define MBITS 7
-#endif
-
-float mitchell_mul(float a, float b)
-{
-    uint32_t ua = *(uint32_t *)&a;
-    uint32_t ub = *(uint32_t *)&b;
-    uint32_t sign = (ua ^ ub) & 0x80000000u;
-    int32_t e = (int32_t)((ua >> 23) & 0xffu) + (int32_t)((ub >> 23) & 0xffu) - 127;
-    uint32_t s = ((ua & 0x7fffffu) >> (23 - MBITS)) + ((ub & 0x7fffffu) >> (23 - MBITS));
-    if (s >= (1u << MBITS)) {
-        s -= 1u << MBITS;
-        e += 1;
-    }
-    uint32_t r = sign | ((uint32_t)e << 23) | (s << (23 - MBITS));
-    return *(float *)&r;
-}
-
-/* A second entry point with the same behaviour (a different `function` -> a new cache key). */
-float mitchell_mul_alias(float a, float b) { return mitchell_mul(a, b); }
-"""
+# Mitchell at MBITS fraction bits (7 unless -DMBITS=...), ApproxTrain style: the repository's
+# examples/mitchell.c (pointer-cast type punning, fractions cut in place, a carry bumps the
+# exponent), plus a second entry point with the same behaviour (a different `function` -> a new
+# cache key).
+MITCHELL_C = (
+    Path(__file__).resolve().parents[2] / "examples" / "mitchell.c"
+).read_text() + "\nfloat mitchell_mul_alias(float a, float b) { return mitchell_mul(a, b); }\n"
 
 # MBM the way ApproxTrain's FPmultMBM_fast16 does it, in C++: a namespace, std:: helpers and
 # an overload (the harness must pick the float one).
