@@ -20,6 +20,12 @@ from approxsim.ops._cpu import lut_bmm_cpu
 KERNELS = ["native", "numba"]
 
 
+@pytest.fixture(autouse=True)
+def split_small_problems(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Split even these small problems across threads, as large ones are."""
+    monkeypatch.setattr(_cpu_native, "ONE_THREAD_NS", 0)
+
+
 @pytest.fixture(params=KERNELS)
 def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("APPROXSIM_CPU_KERNEL", request.param)
@@ -166,3 +172,45 @@ def test_native_direct_reads_strided_a(n: int) -> None:
     m = approxsim.get_multiplier("mbm7")
     out, _ = _cpu_native.lut_bmm_native(lib, a, b, m.lut_bits(), 7, 0, force=(False, True))
     assert_sum_close(out, products(a, b, "mbm7"))
+
+
+def test_unsafe_batches_python_and_numpy_forms_agree() -> None:
+    from approxsim.ops._cpu import unsafe_batches
+
+    g = torch.Generator().manual_seed(11)
+    lut = approxsim.get_multiplier("mitchell7").lut_bits()
+    lo = torch.randint(0, 256, (40, 2), generator=g)
+    width = torch.randint(0, 40, (40, 2), generator=g)
+    special = (torch.rand(40, 2, generator=g) < 0.1).long()
+    ranges = torch.stack(
+        [lo[:, 0], lo[:, 0] + width[:, 0] - 5, special[:, 0],
+         lo[:, 1], lo[:, 1] + width[:, 1] - 5, special[:, 1]],
+        dim=1,
+    ).to(torch.int32)  # fmt: skip
+    for v_over_a in (False, True):
+        whole = unsafe_batches(ranges, lut, v_over_a=v_over_a)  # numpy form
+        one_by_one = [
+            i for i in range(40) if unsafe_batches(ranges[i : i + 1], lut, v_over_a=v_over_a)
+        ]
+        assert whole == one_by_one and 0 < len(whole) < 40
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 3), (2, 37, 150), (1, 300, 19), (3, 16, 32)])
+def test_transposed_copy(shape: tuple[int, ...]) -> None:
+    x = torch.randn(*shape)
+    got = _cpu_native.transposed_copy(x)
+    assert got.is_contiguous() and torch.equal(got, x.transpose(-2, -1))
+    strided = torch.randn(shape[0], shape[2], shape[1]).transpose(1, 2)  # falls back to torch
+    assert torch.equal(_cpu_native.transposed_copy(strided), strided.transpose(-2, -1))
+
+
+@pytest.mark.parametrize("special", [float("inf"), float("nan"), 3e38, 1e-39])
+def test_column_major_a_matches_row_major(kernel: str, special: float) -> None:
+    g = torch.Generator().manual_seed(9)
+    a = torch.randn(1, 700, 300, generator=g).transpose(1, 2)  # (1, 300, 700): rows contiguous
+    a[0, 290, 333] = special  # in the partial last block of 16 rows
+    b = torch.randn(1, 700, 24, generator=g)
+    assert a.stride(1) == 1 and _cpu_native.plan(300, 700, 24, 7)[:2] == (False, False)
+    got = run(a, b, "mitchell7")
+    torch.testing.assert_close(got, run(a.contiguous(), b, "mitchell7"), equal_nan=True)
+    assert_sum_close(got, products(a, b, "mitchell7"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -132,6 +133,77 @@ def _conv_padding(
     return tuple((p, p) for p in _tuple(padding, n, "padding"))
 
 
+class _ShiftedSlices(torch.autograd.Function):
+    """``torch.stack`` of the kh·kw shifted, strided windows of a padded input, with a
+    backward that adds each window's gradient into one zero tensor in place (autograd's own
+    backward of the slices would build and sum kh·kw input-sized tensors)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: Tensor,
+        dims: tuple[int, int],
+        stack_dim: int,
+        kernel: tuple[int, int],
+        out_size: tuple[int, int],
+        stride: tuple[int, int],
+        dilation: tuple[int, int],
+    ) -> Tensor:
+        ctx.shape = x.shape
+        ctx.args = (dims, stack_dim, kernel, out_size, stride, dilation)
+        return torch.stack(
+            [x[w] for w in _windows(x.dim(), dims, kernel, out_size, stride, dilation)],
+            dim=stack_dim,
+        )
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        dims, stack_dim, kernel, out_size, stride, dilation = ctx.args
+        gx = grad.new_zeros(ctx.shape)
+        windows = _windows(len(ctx.shape), dims, kernel, out_size, stride, dilation)
+        for q, w in enumerate(windows):
+            gx[w] += grad.select(stack_dim, q)
+        return gx, None, None, None, None, None, None
+
+
+class _Transposed(torch.autograd.Function):
+    """``x.transpose(1, 2)`` whose backward makes the gradient contiguous in ``x``'s layout
+    with the compiled kernel's blocked transpose: the convolution's patches are built as Aᵀ,
+    and the input gradient that comes back as A would otherwise reach
+    :class:`_ShiftedSlices` as a transposed view (slow to read window by window)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
+        return x.transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+        from approxsim.ops._cpu_native import transposed_copy
+
+        return transposed_copy(grad.contiguous() if not grad.is_contiguous() else grad)
+
+
+def _windows(
+    ndim: int,
+    dims: tuple[int, int],
+    kernel: tuple[int, int],
+    out_size: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+) -> list[tuple[slice, ...]]:
+    """Index tuples of the kh·kw windows (kernel offset (i, j) in row-major order) that
+    :class:`_ShiftedSlices` stacks: along ``dims`` the positions ``offset·dilation +
+    out·stride`` for every output position."""
+    out = []
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            idx = [slice(None)] * ndim
+            for d, off, size, st, dl in zip(dims, (i, j), out_size, stride, dilation, strict=True):
+                idx[d] = slice(off * dl, off * dl + (size - 1) * st + 1, st)
+            out.append(tuple(idx))
+    return out
+
+
 def _im2col_conv2d(
     x: Tensor,
     weight: Tensor,
@@ -168,10 +240,11 @@ def _im2col_conv2d(
     length = ho * wo
     if n == 0:
         return x.new_zeros((0, o, ho, wo))
-    # Many channels: gather the patches from kh·kw shifted slices of a channels-last copy
-    # (K in (kh, kw, channel) order), which writes A row by row; F.unfold's channel-major
-    # columns would need a transposed copy several times slower. Few channels: unfold (its
-    # copies are small, and slices of a few floats are slow to stack).
+    # The patches are stacked from kh·kw shifted windows of the padded input (F.unfold and
+    # the transposing copy its channel-major columns need cost several times more). Many
+    # channels: windows of a channels-last copy, K in (kh, kw, channel) order, A written row
+    # by row. Few channels (windows of a few floats are slow to stack that way): windows of
+    # the (C, N, H, W) input, whole output rows at a time, giving Aᵀ.
     slices = cg >= _SLICE_MIN_CHANNELS
     # Operand B: the kernel of each group, (G, K, O/G), rows in A's K order.
     if slices:
@@ -190,21 +263,21 @@ def _im2col_conv2d(
                 xs.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1),
                 (0, 0, pw, pw, ph, ph),
             )
-            shifted = [
-                xh[
-                    :,
-                    i * dh : i * dh + (ho - 1) * sh + 1 : sh,
-                    j * dw : j * dw + (wo - 1) * sw + 1 : sw,
-                ]
-                for i in range(kh)
-                for j in range(kw)
-            ]
-            patches = torch.stack(shifted, dim=3)  # (nb, Ho, Wo, kh·kw, C)
+            patches = _ShiftedSlices.apply(  # (nb, Ho, Wo, kh·kw, C)
+                xh, (1, 2), 3, (kh, kw), (ho, wo), (sh, sw), (dh, dw)
+            )
             a = patches.reshape(nb * length, kh * kw, g, cg).permute(2, 0, 1, 3)
+            a = a.reshape(g, nb * length, k)
         else:
-            cols = F.unfold(xs, (kh, kw), dilation=(dh, dw), padding=(ph, pw), stride=(sh, sw))
-            a = cols.reshape(nb, g, k, length).permute(1, 0, 3, 2)
-        a = a.reshape(g, nb * length, k)
+            # Aᵀ (G, K, nb·L) from kh·kw shifted slices of the (C, N, H, W) input, each a copy
+            # of whole output rows; A is its transposed view, which the CPU kernel decodes
+            # sixteen rows at a time (F.unfold plus the transposing copy cost several times
+            # more).
+            xc = F.pad(xs.transpose(0, 1), (pw, pw, ph, ph))  # (C, nb, H, W), zero-padded
+            cols_t = _ShiftedSlices.apply(  # (C, kh·kw, nb, Ho, Wo): K in unfold's order
+                xc, (2, 3), 1, (kh, kw), (ho, wo), (sh, sw), (dh, dw)
+            )
+            a = _Transposed.apply(cols_t.reshape(g, k, nb * length))
         y = approx_matmul(a, wt, passes)  # (G, nb·L, O/G)
         outs.append(y.reshape(g, nb, length, og).permute(1, 0, 3, 2).reshape(nb, o, ho, wo))
     return outs[0] if len(outs) == 1 else torch.cat(outs)

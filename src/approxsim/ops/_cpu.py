@@ -247,14 +247,30 @@ def lut_bmm_cpu(
     lib = _cpu_native.load()
     if lib is not None:
         out, ranges = _cpu_native.lut_bmm_native(lib, a, b, lut_bits, mantissa_bits, rounding)
-        for bi in unsafe_batches(ranges, lut_bits, v_over_a=True).tolist():
+        for bi in unsafe_batches(ranges, lut_bits, v_over_a=True):
             sl = slice(bi, bi + 1)
             out[sl] = lut_bmm_ref(a[sl], b[sl], lut_bits, mantissa_bits, rounding)
         return out
     return _lut_bmm_numba(a, b, lut_bits, mantissa_bits, rounding)
 
 
-def unsafe_batches(ranges: Tensor, lut_bits: Tensor, *, v_over_a: bool) -> Tensor:
+_LUT_EXPONENTS: dict[int, tuple[Tensor, int, int]] = {}
+
+
+def _lut_exponents(lut_bits: Tensor) -> tuple[int, int]:
+    """The smallest and largest unbiased exponent among the LUT's entries (cached)."""
+    hit = _LUT_EXPONENTS.get(lut_bits.data_ptr())
+    if hit is not None and hit[0] is lut_bits:
+        return hit[1], hit[2]
+    le = lut_bits >> 23
+    lo, hi = int(le.min()) - 127, int(le.max()) - 127
+    if len(_LUT_EXPONENTS) >= 8:
+        _LUT_EXPONENTS.clear()
+    _LUT_EXPONENTS[lut_bits.data_ptr()] = (lut_bits, lo, hi)
+    return lo, hi
+
+
+def unsafe_batches(ranges: Tensor, lut_bits: Tensor, *, v_over_a: bool) -> list[int]:
     """Indices of the batches the fast kernels must leave to the exact reference.
 
     ``ranges`` is int32 (B, 6): per batch the biased exponent range of A's nonzero operands,
@@ -262,9 +278,15 @@ def unsafe_batches(ranges: Tensor, lut_bits: Tensor, *, v_over_a: bool) -> Tenso
     or when some V entry ``2^eb · LUT`` (with ``v_over_a``, where the kernel may have swapped
     the operands, also ``2^ea · LUT``) or some product could leave the normal float range.
     """
-    le = lut_bits >> 23
-    le_lo, le_hi = int(le.min()) - 127, int(le.max()) - 127
-    a_lo, a_hi, a_sp, b_lo, b_hi, b_sp = (ranges[:, j] for j in range(6))
+    le_lo, le_hi = _lut_exponents(lut_bits)
+    if len(ranges) <= 4:  # the usual case: plain Python beats a dozen tiny numpy calls
+        return [
+            i
+            for i, row in enumerate(ranges.tolist())
+            if _unsafe(*row, le_lo=le_lo, le_hi=le_hi, v_over_a=v_over_a)
+        ]
+    rg = ranges.numpy().astype(np.int64)
+    a_lo, a_hi, a_sp, b_lo, b_hi, b_sp = (rg[:, j] for j in range(6))
     a_nz = a_lo <= a_hi
     b_nz = b_lo <= b_hi
     v_lo = b_lo - 127 + le_lo
@@ -274,7 +296,23 @@ def unsafe_batches(ranges: Tensor, lut_bits: Tensor, *, v_over_a: bool) -> Tenso
     if v_over_a:
         bad |= a_nz & ((a_lo - 127 + le_lo < -126) | (a_hi - 127 + le_hi > 127))
     bad |= a_nz & b_nz & ((a_lo - 127 + v_lo < -126) | (a_hi - 127 + v_hi > 127))
-    return bad.nonzero().flatten()
+    return [int(i) for i in np.flatnonzero(bad)]
+
+
+def _unsafe(
+    a_lo: int, a_hi: int, a_sp: int, b_lo: int, b_hi: int, b_sp: int, *,
+    le_lo: int, le_hi: int, v_over_a: bool,
+) -> bool:  # fmt: skip
+    """:func:`unsafe_batches` for one batch."""
+    if a_sp or b_sp:
+        return True
+    a_nz, b_nz = a_lo <= a_hi, b_lo <= b_hi
+    v_lo, v_hi = b_lo - 127 + le_lo, b_hi - 127 + le_hi
+    if b_nz and (v_lo < -126 or v_hi > 127):
+        return True
+    if v_over_a and a_nz and (a_lo - 127 + le_lo < -126 or a_hi - 127 + le_hi > 127):
+        return True
+    return a_nz and b_nz and (a_lo - 127 + v_lo < -126 or a_hi - 127 + v_hi > 127)
 
 
 def _lut_bmm_numba(

@@ -101,53 +101,121 @@ inline void transpose16(__m512 r[16]) {
 }
 #endif
 
+#if defined(__AVX2__)
+// Transpose the 8x8 block held in r[0..7] (row q, lane i) in registers.
+inline void transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; ++i) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; ++i) {
+        u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int j = 0; j < 4; ++j) {
+        r[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+        r[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+    }
+}
+#endif
+
 typedef uint32_t vu16 __attribute__((vector_size(64)));
 typedef int32_t vi16 __attribute__((vector_size(64)));
 
-// Decode n operands x[q·stride]: off[q] = q·q_mul + index·i_mul and w[q] = s·2^e (or a signed
-// zero). The row gather asks for its V row (q_mul = 2^M·NT, i_mul = NT), the direct kernel for
-// its LUT row (q_mul = 0, i_mul = 2^M). Returns the exponent range met. Sixteen at a time in
-// vector registers when the operands are contiguous.
-Range decode_span(const float* x, int64_t stride, int n, int shift, uint32_t nearest,
-                  int32_t q_mul, int32_t i_mul, int32_t* __restrict off, float* __restrict w) {
-    const uint32_t half = (1u << (shift - 1)) - 1u;
-    const uint32_t round_mask = 0u - nearest;
-    Range out;
+// Sixteen operands at once: what decode() does, in vector registers. Lane j's offset is
+// base[j] + index·i_mul; lo/hi/special accumulate the exponent range per lane (zero and
+// subnormal lanes, such as zero padding, are left out of it).
+struct Decode16 {
+    uint32_t half, round_mask, shift, i_mul;
+    vi16 lo, hi, special;
+    Decode16(int shift_, uint32_t nearest, int32_t i_mul_)
+        : half((1u << (shift_ - 1)) - 1u), round_mask(0u - nearest), shift((uint32_t)shift_),
+          i_mul((uint32_t)i_mul_) {
+        for (int j = 0; j < 16; ++j) lo[j] = 255, hi[j] = 0, special[j] = 0;
+    }
+    inline void operator()(vu16 bits, vi16 base, int32_t* __restrict off,
+                           float* __restrict w) {
+        vu16 mag = bits & 0x7FFFFFFFu;
+        vu16 e0 = mag >> 23;
+        vi16 fin = (e0 != 0u) & (e0 != 255u);  // all-ones lanes where finite and nonzero
+        vu16 add = (half + ((mag >> shift) & 1u)) & round_mask & (vu16)fin;
+        vu16 rnd = ((mag + add) >> shift) << shift;
+        vu16 e = rnd >> 23;
+        vi16 ok = (e0 != 0u) & (e != 255u);
+        vu16 idx = ((rnd & 0x7FFFFFu) >> shift) & (vu16)ok;
+        vi16 o = (vi16)((vu16)base + idx * i_mul);
+        vu16 wb = (bits & 0x80000000u) | ((e << 23) & (vu16)ok);
+        memcpy(off, &o, 64);
+        memcpy(w, &wb, 64);
+        vi16 ei = (vi16)e;
+        lo = (ok != 0 && ei < lo) ? ei : lo;
+        hi = (ok != 0 && ei > hi) ? ei : hi;
+        special |= (vi16)(e == 255u);
+    }
+    Range range() const {
+        Range out;
+        for (int j = 0; j < 16; ++j) out.merge(Range{lo[j], hi[j], special[j] != 0});
+        return out;
+    }
+};
+
+// Decode n operands x[q·stride]: off[q] = q·q_mul + index·dec.i_mul and w[q] = s·2^e (or a
+// signed zero). The row gather asks for its V row (q_mul = 2^M·NT, i_mul = NT), the direct
+// kernel for its LUT row (q_mul = 0, i_mul = 2^M). Contiguous operands go sixteen at a time
+// through dec (the last few through a zero-padded copy), whose per-lane exponent range the
+// caller reduces once at the end; strided ones one at a time into `range`.
+inline void decode_span(const float* x, int64_t stride, int n, int shift, uint32_t nearest,
+                        int32_t q_mul, Decode16& dec, Range& range, int32_t* __restrict off,
+                        float* __restrict w) {
     int q = 0;
     if (stride == 1) {
-        vi16 lo, hi, special = vi16{}, lane;
-        for (int j = 0; j < 16; ++j) lane[j] = j, lo[j] = 255, hi[j] = 0;
+        vi16 lane;
+        for (int j = 0; j < 16; ++j) lane[j] = j * q_mul;
         for (; q + 16 <= n; q += 16) {
             vu16 bits;
             memcpy(&bits, x + q, 64);
-            vu16 mag = bits & 0x7FFFFFFFu;
-            vu16 e0 = mag >> 23;
-            vi16 fin = (e0 != 0u) & (e0 != 255u);  // all-ones lanes where finite and nonzero
-            vu16 add = (half + ((mag >> shift) & 1u)) & round_mask & (vu16)fin;
-            vu16 rnd = ((mag + add) >> shift) << shift;
-            vu16 e = rnd >> 23;
-            vi16 ok = (e0 != 0u) & (e != 255u);
-            vu16 idx = ((rnd & 0x7FFFFFu) >> shift) & (vu16)ok;
-            vi16 o = (vi16)((vu16)(lane + q) * (uint32_t)q_mul + idx * (uint32_t)i_mul);
-            vu16 wb = (bits & 0x80000000u) | ((e << 23) & (vu16)ok);
-            memcpy(off + q, &o, 64);
-            memcpy(w + q, &wb, 64);
-            vi16 ei = (vi16)e;
-            lo = (ok != 0 && ei < lo) ? ei : lo;
-            hi = (ok != 0 && ei > hi) ? ei : hi;
-            special |= (vi16)(e == 255u);
+            dec(bits, lane + q * q_mul, off + q, w + q);
         }
-        for (int j = 0; j < 16; ++j) out.merge(Range{lo[j], hi[j], special[j] != 0});
+        if (q < n) {
+            const uint32_t* xb = reinterpret_cast<const uint32_t*>(x + q);
+            vu16 bits = vu16{};
+            for (int j = 0; j < n - q; ++j) bits[j] = xb[j];
+            int32_t o16[16];
+            float w16[16];
+            dec(bits, lane + q * q_mul, o16, w16);
+            for (int j = 0; j < n - q; ++j) off[q + j] = o16[j], w[q + j] = w16[j];
+        }
+        return;
     }
     for (; q < n; ++q) {
         uint32_t bits;
         memcpy(&bits, x + q * stride, 4);
         Decoded d = decode(bits, shift, (int)nearest);
-        out.add(d.exp);
-        off[q] = q * q_mul + d.index * i_mul;
+        range.add(d.exp);
+        off[q] = q * q_mul + d.index * dec.i_mul;
         w[q] = d.weight;
     }
-    return out;
+}
+
+// Decode a block of nr <= 16 rows of a column-major A (rows contiguous, columns sak apart),
+// columns 0..kt: off[kk·16 + j] = kk·q_mul + index·i_mul and w[kk·16 + j] for row j.
+inline void decode_block(const float* x, int64_t sak, int nr, int kt, int32_t q_mul,
+                         Decode16& dec, int32_t* __restrict off, float* __restrict w) {
+    for (int kk = 0; kk < kt; ++kk) {
+        vu16 bits = vu16{};
+        if (nr == 16) {
+            memcpy(&bits, x + kk * sak, 64);
+        } else {
+            const uint32_t* xb = reinterpret_cast<const uint32_t*>(x + kk * sak);
+            for (int j = 0; j < nr; ++j) bits[j] = xb[j];
+        }
+        vi16 base;
+        for (int j = 0; j < 16; ++j) base[j] = kk * q_mul;
+        dec(bits, base, off + kk * 16, w + kk * 16);
+    }
 }
 
 // Decode n columns of one row of operand B into LUT indices and weights s·2^e, padded with
@@ -199,6 +267,21 @@ void build_v(const float* b, int64_t sbk, int64_t sbn, int64_t k0, int kt, int64
             continue;
         }
 #endif
+#if defined(__AVX2__)
+        // Eight-wide tiles the same way with 8x8 transposes.
+        if (NT == 8 && rows % 8 == 0) {
+            for (int i0 = 0; i0 < rows; i0 += 8) {
+                __m256 blk[8];
+                for (int q = 0; q < 8; ++q) {
+                    const float* col = lut_t + (int64_t)ib[q] * rows + i0;
+                    blk[q] = _mm256_mul_ps(_mm256_set1_ps(wb[q]), _mm256_loadu_ps(col));
+                }
+                transpose8(blk);
+                for (int p = 0; p < 8; ++p) _mm256_storeu_ps(vk + (int64_t)(i0 + p) * NT, blk[p]);
+            }
+            continue;
+        }
+#endif
         for (int i = 0; i < rows; ++i) {
             const float* lrow = lut + (int64_t)i * rows;
             float* vrow = vk + (int64_t)i * NT;
@@ -227,15 +310,68 @@ void build_v(const float* b, int64_t sbk, int64_t sbn, int64_t k0, int kt, int64
     }
 }
 
-// Accumulate rows r_lo..r_hi of one (k-tile, column-tile) block through V.
+// One output row of one (k-tile, column-tile) block: Σ_kk w[kk·step] · V row off[kk·step],
+// written to (first k tile) or added into crow[q·scn].
+template <int NT>
+inline void accumulate_row(const float* v, const int32_t* off, const float* w, int step, int kt,
+                           float* crow, int64_t scn, int nt, bool first) {
+    typedef float vec __attribute__((vector_size(NT * 4 < 64 ? NT * 4 : 64), aligned(4)));
+    constexpr int L = (NT * 4 < 64 ? NT * 4 : 64) / 4;  // floats per vector
+    constexpr int NV = NT / L;                          // vectors per V row
+    // Two k per step into two accumulator sets: the FMA chains stay short.
+    vec acc0[NV], acc1[NV];
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) acc0[j] = acc1[j] = vec{};
+    int kk = 0;
+    for (; kk + 1 < kt; kk += 2) {
+        const vec* v0 = reinterpret_cast<const vec*>(v + off[kk * step]);
+        const vec* v1 = reinterpret_cast<const vec*>(v + off[(kk + 1) * step]);
+        const float w0 = w[kk * step], w1 = w[(kk + 1) * step];
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) {
+            acc0[j] += w0 * v0[j];
+            acc1[j] += w1 * v1[j];
+        }
+    }
+    if (kk < kt) {
+        const vec* v0 = reinterpret_cast<const vec*>(v + off[kk * step]);
+        const float w0 = w[kk * step];
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) acc0[j] += w0 * v0[j];
+    }
+    float out[NT];
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) {
+        vec s = acc0[j] + acc1[j];
+        memcpy(out + j * L, &s, sizeof(vec));
+    }
+    if (first) {
+        for (int q = 0; q < nt; ++q) crow[q * scn] = out[q];
+    } else {
+        for (int q = 0; q < nt; ++q) crow[q * scn] += out[q];
+    }
+}
+
+// Accumulate rows r_lo..r_hi of one (k-tile, column-tile) block through V. off/w hold
+// 16·kt entries: a column-major A (rows contiguous, sar == 1) is decoded sixteen rows at a
+// time, one vector per column, with no transposing copy.
 template <int NT>
 void gather_rows(const float* a, int64_t sar, int64_t sak, int64_t r_lo, int64_t r_hi,
                  int64_t k0, int kt, const float* v, int rows, int shift, uint32_t nearest,
                  float* c, int64_t scr, int64_t scn, int64_t n0, int nt, bool first,
                  int32_t* off, float* w, Range& ra) {
-    typedef float vec __attribute__((vector_size(NT * 4 < 64 ? NT * 4 : 64), aligned(4)));
-    constexpr int L = (NT * 4 < 64 ? NT * 4 : 64) / 4;  // floats per vector
-    constexpr int NV = NT / L;                          // vectors per V row
+    Decode16 dec(shift, nearest, NT);
+    if (sar == 1 && sak != 1) {
+        for (int64_t r0 = r_lo; r0 < r_hi; r0 += 16) {
+            int nr = (int)(r_hi - r0 < 16 ? r_hi - r0 : 16);
+            decode_block(a + r0 + k0 * sak, sak, nr, kt, rows * NT, dec, off, w);
+            for (int j = 0; j < nr; ++j)
+                accumulate_row<NT>(v, off + j, w + j, 16, kt, c + (r0 + j) * scr + n0 * scn,
+                                   scn, nt, first);
+        }
+        ra.merge(dec.range());
+        return;
+    }
     for (int64_t r = r_lo; r < r_hi; ++r) {
         const float* arow = a + r * sar + k0 * sak;
         // Rows of one k-tile are far apart in A: fetch ahead, the hardware prefetcher won't.
@@ -243,41 +379,10 @@ void gather_rows(const float* a, int64_t sar, int64_t sak, int64_t r_lo, int64_t
             const char* ahead = reinterpret_cast<const char*>(arow + kPrefetchRows * sar);
             for (int q = 0; q < kt * sak * 4; q += 64) __builtin_prefetch(ahead + q);
         }
-        ra.merge(decode_span(arow, sak, kt, shift, nearest, rows * NT, NT, off, w));
-        // Two k per step into two accumulator sets: the FMA chains stay short.
-        vec acc0[NV], acc1[NV];
-#pragma GCC unroll 4
-        for (int j = 0; j < NV; ++j) acc0[j] = acc1[j] = vec{};
-        int kk = 0;
-        for (; kk + 1 < kt; kk += 2) {
-            const vec* v0 = reinterpret_cast<const vec*>(v + off[kk]);
-            const vec* v1 = reinterpret_cast<const vec*>(v + off[kk + 1]);
-            const float w0 = w[kk], w1 = w[kk + 1];
-#pragma GCC unroll 4
-            for (int j = 0; j < NV; ++j) {
-                acc0[j] += w0 * v0[j];
-                acc1[j] += w1 * v1[j];
-            }
-        }
-        if (kk < kt) {
-            const vec* v0 = reinterpret_cast<const vec*>(v + off[kk]);
-            const float w0 = w[kk];
-#pragma GCC unroll 4
-            for (int j = 0; j < NV; ++j) acc0[j] += w0 * v0[j];
-        }
-        float out[NT];
-#pragma GCC unroll 4
-        for (int j = 0; j < NV; ++j) {
-            vec s = acc0[j] + acc1[j];
-            memcpy(out + j * L, &s, sizeof(vec));
-        }
-        float* crow = c + r * scr + n0 * scn;
-        if (first) {
-            for (int q = 0; q < nt; ++q) crow[q * scn] = out[q];
-        } else {
-            for (int q = 0; q < nt; ++q) crow[q * scn] += out[q];
-        }
+        decode_span(arow, sak, kt, shift, nearest, rows * NT, dec, ra, off, w);
+        accumulate_row<NT>(v, off, w, 1, kt, c + r * scr + n0 * scn, scn, nt, first);
     }
+    ra.merge(dec.range());
 }
 
 template <int NT>
@@ -290,7 +395,7 @@ void gemm_gather(const float* a, int64_t sar, int64_t sak, const float* b, int64
     const int shift = 23 - m;
     float* v = work;
     int32_t* off = reinterpret_cast<int32_t*>(work + (int64_t)k_tile * rows * NT);
-    float* w = reinterpret_cast<float*>(off + k_tile);
+    float* w = reinterpret_cast<float*>(off + 16 * (int64_t)k_tile);
     for (int64_t t = t_lo; t < t_hi; ++t) {
         int64_t n0 = t * NT;
         int nt = (int)(N - n0 < NT ? N - n0 : NT);
@@ -317,6 +422,7 @@ __attribute__((optimize("no-tree-vectorize"))) void gemm_direct(const float* a, 
     float* wb = work + (int64_t)k_tile * NT;          // (k_tile, NT)
     int32_t* off = reinterpret_cast<int32_t*>(wb + (int64_t)k_tile * NT);
     float* w = reinterpret_cast<float*>(off + k_tile);
+    Decode16 dec(shift, (uint32_t)nearest, rows);
     for (int64_t t = t_lo; t < t_hi; ++t) {
         int64_t n0 = t * NT;
         int nt = (int)(N - n0 < NT ? N - n0 : NT);
@@ -327,7 +433,7 @@ __attribute__((optimize("no-tree-vectorize"))) void gemm_direct(const float* a, 
                              ib + kk * NT, wb + kk * NT, rb);
             for (int64_t r = r_lo; r < r_hi; ++r) {
                 const float* arow = a + r * sar + k0 * sak;
-                ra.merge(decode_span(arow, sak, kt, shift, (uint32_t)nearest, 0, rows, off, w));
+                decode_span(arow, sak, kt, shift, (uint32_t)nearest, 0, dec, ra, off, w);
                 float acc[NT];
                 for (int q = 0; q < NT; ++q) acc[q] = 0.0f;
                 {
@@ -338,7 +444,10 @@ __attribute__((optimize("no-tree-vectorize"))) void gemm_direct(const float* a, 
                         const float wa = w[kk];
                         const int32_t* ik = ib + kk * NT;
                         const float* sk = wb + kk * NT;
-                        for (int q = 0; q < nt; ++q) acc[q] += wa * (sk[q] * l0[ik[q]]);
+                        // All NT columns (padding has weight +0 and a finite LUT entry, so
+                        // it adds exact zeros): a constant trip count keeps acc in registers.
+#pragma GCC unroll 16
+                        for (int q = 0; q < NT; ++q) acc[q] += wa * (sk[q] * l0[ik[q]]);
                     }
                 }
                 float* crow = c + r * scr + n0 * scn;
@@ -350,15 +459,45 @@ __attribute__((optimize("no-tree-vectorize"))) void gemm_direct(const float* a, 
             }
         }
     }
+    ra.merge(dec.range());
 }
 
 }  // namespace
 
 extern "C" {
 
+// dst[c·ldd + r] = src[r·lds + c] for rows r_lo..r_hi and all cols: a transposing copy
+// (torch's own copy of a transposed view is several times slower), 16x16 blocks in
+// registers where AVX-512 is available.
+void approxsim_transpose(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t r_lo,
+                         int64_t r_hi, int64_t cols) {
+    int64_t r0 = r_lo;
+#if defined(__AVX512F__)
+    for (; r0 + 16 <= r_hi; r0 += 16) {
+        int64_t c0 = 0;
+        for (; c0 + 16 <= cols; c0 += 16) {
+            __m512 blk[16];
+            for (int q = 0; q < 16; ++q) blk[q] = _mm512_loadu_ps(src + (r0 + q) * lds + c0);
+            transpose16(blk);
+            for (int p = 0; p < 16; ++p) _mm512_storeu_ps(dst + (c0 + p) * ldd + r0, blk[p]);
+        }
+        for (; c0 < cols; ++c0)
+            for (int q = 0; q < 16; ++q) dst[c0 * ldd + r0 + q] = src[(r0 + q) * lds + c0];
+    }
+#endif
+    for (; r0 < r_hi; r0 += 8) {
+        int64_t r1 = r0 + 8 < r_hi ? r0 + 8 : r_hi;
+        for (int64_t c0 = 0; c0 < cols; c0 += 8) {
+            int64_t c1 = c0 + 8 < cols ? c0 + 8 : cols;
+            for (int64_t c = c0; c < c1; ++c)
+                for (int64_t r = r0; r < r1; ++r) dst[c * ldd + r] = src[r * lds + c];
+        }
+    }
+}
+
 // Floats of scratch `work` that approxsim_gemm_gather needs for (k_tile, n_tile, m).
 int64_t approxsim_gather_work(int k_tile, int n_tile, int m) {
-    return (int64_t)k_tile * (1 << m) * n_tile + 2 * (int64_t)k_tile + 16;
+    return (int64_t)k_tile * (1 << m) * n_tile + 32 * (int64_t)k_tile + 16;
 }
 
 // Floats of scratch `work` that approxsim_gemm_direct needs for (k_tile, n_tile).

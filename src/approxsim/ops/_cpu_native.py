@@ -22,10 +22,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["kernel_choice", "load", "lut_bmm_native", "plan"]
+__all__ = ["kernel_choice", "load", "lut_bmm_native", "plan", "transposed_copy"]
 
 SOURCE = Path(__file__).with_name("_cpu_kernel.cc")
 FLAGS = ["-O3", "-march=native", "-std=gnu++17", "-fPIC", "-shared", "-fno-strict-aliasing"]
@@ -109,6 +110,11 @@ def _load_library() -> Any:
     lib.approxsim_gather_work.restype = ctypes.c_int64
     lib.approxsim_direct_work.argtypes = [ctypes.c_int, ctypes.c_int]
     lib.approxsim_direct_work.restype = ctypes.c_int64
+    lib.approxsim_transpose.argtypes = [
+        ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+        ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+    ]  # fmt: skip
+    lib.approxsim_transpose.restype = None
     return lib
 
 
@@ -144,6 +150,9 @@ def load() -> Any | None:
 COST_V = {8: 1.2, 16: 0.7, 32: 0.7, 64: 0.7}
 COST_STEP = {8: 2.5, 16: 3.0, 32: 4.0, 64: 6.0}
 COST_DIRECT = 1.3
+#: Estimated work (ns on one thread) below which a call stays on the calling thread: handing
+#: work to another thread and waiting for it costs tens of microseconds.
+ONE_THREAD_NS = 200_000
 
 
 def _tiles(swap: bool, direct: bool, r: int, k: int, n: int, m: int) -> tuple[int, int]:
@@ -159,15 +168,8 @@ def _tiles(swap: bool, direct: bool, r: int, k: int, n: int, m: int) -> tuple[in
     return balanced_k_tile(k, n_tile, m), n_tile
 
 
-def plan(r: int, k: int, n: int, mantissa_bits: int) -> tuple[bool, bool, int, int]:
-    """``(swap, direct, k_tile, n_tile)`` for an ``r × k × n`` problem.
-
-    The row gather builds V tables over B (``2^M · K · N`` entries) and pays when A has many
-    rows; the direct kernel looks every product up and pays for small problems. With ``swap``
-    the kernel computes ``Cᵀ = Bᵀ·Aᵀ`` through the transposed LUT (same products), which
-    suits few rows and many columns. The cheapest of the four by :data:`COST_V`,
-    :data:`COST_STEP` and :data:`COST_DIRECT` is chosen.
-    """
+def _best(r: int, k: int, n: int, mantissa_bits: int) -> tuple[float, bool, bool]:
+    """``(estimated ns on one thread, swap, direct)`` of the cheapest way (see :func:`plan`)."""
     best: tuple[float, bool, bool] | None = None
     for swap, (rr, nn) in ((False, (r, n)), (True, (n, r))):
         _, nt = _tiles(swap, False, r, k, n, mantissa_bits)
@@ -177,9 +179,26 @@ def plan(r: int, k: int, n: int, mantissa_bits: int) -> tuple[bool, bool, int, i
             if best is None or cost < best[0]:
                 best = (cost, swap, direct)
     assert best is not None
-    _, swap, direct = best
+    return best
+
+
+def plan(r: int, k: int, n: int, mantissa_bits: int) -> tuple[bool, bool, int, int]:
+    """``(swap, direct, k_tile, n_tile)`` for an ``r × k × n`` problem.
+
+    The row gather builds V tables over B (``2^M · K · N`` entries) and pays when A has many
+    rows; the direct kernel looks every product up and pays for small problems. With ``swap``
+    the kernel computes ``Cᵀ = Bᵀ·Aᵀ`` through the transposed LUT (same products), which
+    suits few rows and many columns. The cheapest of the four by :data:`COST_V`,
+    :data:`COST_STEP` and :data:`COST_DIRECT` is chosen.
+    """
+    _, swap, direct = _best(r, k, n, mantissa_bits)
     return (swap, direct, *_tiles(swap, direct, r, k, n, mantissa_bits))
 
+
+#: A fresh per-batch exponent record (A's lo, hi, special, B's lo, hi, special), and which of
+#: its fields merge by minimum.
+_RANGES_INIT = np.array([255, 0, 0, 255, 0, 0], dtype=np.int32)
+_RANGES_MIN = np.array([True, False, False, True, False, False])
 
 _LUT_T: dict[int, tuple[Tensor, Tensor]] = {}
 
@@ -215,17 +234,15 @@ def lut_bmm_native(
     decides from them which batches must be recomputed exactly. ``force = (swap, direct)``
     overrides :func:`plan` (tests); ``k_tile`` its k tile.
     """
-    from approxsim.ops._cpu import _buffer, _run, split_range
+    from approxsim.ops._cpu import _buffer, _run
 
     nb, r, k = a.shape
     n = b.shape[-1]
     out = torch.empty(nb, r, n, dtype=torch.float32)
-    swap, direct, kt, nt = plan(r, k, n, mantissa_bits)
-    if force is not None:
-        swap, direct = force
-        kt, nt = _tiles(swap, direct, r, k, n, mantissa_bits)
-    if k_tile is not None:
-        kt = max(1, min(k, k_tile))
+    workers = max(1, torch.get_num_threads())
+    swap, direct, kt, nt, parts, work_len = _schedule(
+        nb, r, k, n, mantissa_bits, workers, force, k_tile, ONE_THREAD_NS
+    )
     lut = lut_bits.contiguous()
     lut_t = _transposed(lut)
     c = out
@@ -234,48 +251,121 @@ def lut_bmm_native(
         lut, lut_t = lut_t, lut
         r, n = n, r
     n_tiles = -(-n // nt)
-    if a.stride(2) != 1 and not (direct and n_tiles <= 2):
-        # The row gather decodes A fastest from contiguous rows (vector decode, prefetch): a
-        # copy pays. The direct kernel reading A once or twice is faster strided than after
-        # the transposing copy (measured on LeNet-5's weight gradients).
+    column_major = a.stride(1) == 1 and not direct
+    if a.stride(2) != 1 and not (direct and n_tiles <= 2) and not column_major:
+        # The row gather decodes A fastest from contiguous rows (vector decode, prefetch) or
+        # from contiguous columns (sixteen rows per vector): otherwise a copy pays. The direct
+        # kernel reading A once or twice is faster strided than after the transposing copy
+        # (measured on LeNet-5's weight gradients).
         a = a.contiguous()
-    workers = max(1, torch.get_num_threads())
-    # Split what needs no duplicated V building first: column tiles, then batches, then rows.
-    if n_tiles >= workers or workers == 1:
-        spans = split_range(n_tiles, workers)
-        parts = [(0, nb, 0, r, lo, hi) for lo, hi in spans]
-    elif nb >= workers:
-        parts = [(lo, hi, 0, r, 0, n_tiles) for lo, hi in split_range(nb, workers)]
-    else:
-        parts = [(0, nb, lo, hi, 0, n_tiles) for lo, hi in split_range(r, workers)]
-    ranges = torch.tensor([255, 0, 0, 255, 0, 0], dtype=torch.int32).repeat(len(parts), nb, 1)
-    if direct:
-        work_len = int(lib.approxsim_direct_work(kt, nt))
-    else:
-        work_len = int(lib.approxsim_gather_work(kt, nt, mantissa_bits))
+    ranges = np.empty((len(parts), nb, 6), dtype=np.int32)
+    ranges[...] = _RANGES_INIT
     head = (
         a.data_ptr(), *a.stride(), b.data_ptr(), *b.stride(), c.data_ptr(), *c.stride(),
         k, n, lut.data_ptr(), lut_t.data_ptr(), mantissa_bits, rounding,
     )  # fmt: skip
-    jobs = []
-    for j, part in enumerate(parts):
-        work = _buffer(f"native{j}", work_len, torch.float32)
-        jobs.append((*head, *part, nt, kt, int(direct), work.data_ptr(), ranges[j].data_ptr()))
-    status = [0] * len(jobs)
+    jobs = [
+        (
+            *head,
+            *part,
+            nt,
+            kt,
+            int(direct),
+            _buffer(f"native{j}", work_len, torch.float32).data_ptr(),
+            ranges[j].ctypes.data,
+        )  # fmt: skip
+        for j, part in enumerate(parts)
+    ]
+    if len(jobs) == 1:
+        status = [lib.approxsim_gemm_gather(*jobs[0])]
+        merged = ranges[0]
+    else:
+        status = [0] * len(jobs)
 
-    def call(j: int, *args: Any) -> None:
-        status[j] = lib.approxsim_gemm_gather(*args)
+        def call(j: int, *args: Any) -> None:
+            status[j] = lib.approxsim_gemm_gather(*args)
 
-    _run(call, [(j, *job) for j, job in enumerate(jobs)])
+        _run(call, [(j, *job) for j, job in enumerate(jobs)])
+        merged = np.where(_RANGES_MIN, ranges.min(axis=0), ranges.max(axis=0))
     if any(status):
         raise RuntimeError(f"approxsim CPU kernel failed with status {status}")
-    merged = torch.stack(
-        [
-            ranges[..., 0].amin(0), ranges[..., 1].amax(0), ranges[..., 2].amax(0),
-            ranges[..., 3].amin(0), ranges[..., 4].amax(0), ranges[..., 5].amax(0),
-        ],
-        dim=-1,
-    )  # fmt: skip
     if swap:
         merged = merged[:, [3, 4, 5, 0, 1, 2]]
-    return out, merged
+    return out, torch.from_numpy(np.ascontiguousarray(merged))
+
+
+@functools.lru_cache(maxsize=512)
+def _schedule(
+    nb: int,
+    r: int,
+    k: int,
+    n: int,
+    mantissa_bits: int,
+    workers: int,
+    force: tuple[bool, bool] | None,
+    k_tile: int | None,
+    one_thread_ns: float,
+) -> tuple[bool, bool, int, int, tuple[tuple[int, ...], ...], int]:
+    """``(swap, direct, k_tile, n_tile, parts, work floats)`` of one call (cached: layers call
+    with the same shapes every step). ``parts`` are the ``(b_lo, b_hi, r_lo, r_hi, t_lo,
+    t_hi)`` blocks of the threads, in the kernel's (possibly swapped) orientation."""
+    from approxsim.ops._cpu import split_range
+
+    cost, swap, direct = _best(r, k, n, mantissa_bits)
+    if force is not None:
+        swap, direct = force
+    kt, nt = _tiles(swap, direct, r, k, n, mantissa_bits)
+    if k_tile is not None:
+        kt = max(1, min(k, k_tile))
+    if swap:
+        r, n = n, r
+    n_tiles = -(-n // nt)
+    if nb * cost < one_thread_ns:
+        workers = 1
+    # Split what needs no duplicated V building first: column tiles, then batches, then rows.
+    parts: list[tuple[int, ...]]
+    if n_tiles >= workers or workers == 1:
+        parts = [(0, nb, 0, r, lo, hi) for lo, hi in split_range(n_tiles, workers)]
+    elif nb >= workers:
+        parts = [(lo, hi, 0, r, 0, n_tiles) for lo, hi in split_range(nb, workers)]
+    else:
+        parts = [(0, nb, lo, hi, 0, n_tiles) for lo, hi in split_range(r, workers)]
+    lib = _load_library()
+    if direct:
+        work_len = int(lib.approxsim_direct_work(kt, nt))
+    else:
+        work_len = int(lib.approxsim_gather_work(kt, nt, mantissa_bits))
+    return swap, direct, kt, nt, tuple(parts), work_len
+
+
+def transposed_copy(x: Tensor) -> Tensor:
+    """``x.transpose(-2, -1).contiguous()`` for a contiguous float32 CPU tensor, by the
+    compiled kernel's blocked transpose (torch's copy of a transposed view is several times
+    slower); torch's copy where the kernel is unavailable or ``x`` does not qualify."""
+    t = x.transpose(-2, -1)
+    lib = load() if x.dtype == torch.float32 and x.device.type == "cpu" else None
+    if lib is None or not x.is_contiguous() or x.dim() < 2 or x.numel() == 0:
+        return t.contiguous()
+    from approxsim.ops._cpu import _run, split_range
+
+    rows, cols = x.shape[-2], x.shape[-1]
+    out = torch.empty(t.shape, dtype=x.dtype)
+    src = x.reshape(-1, rows, cols)
+    dst = out.view(-1, cols, rows)
+    workers = max(1, torch.get_num_threads()) if x.numel() >= 1 << 16 else 1
+    jobs = []
+    for bi in range(src.shape[0]):
+        sp, dp = src[bi].data_ptr(), dst[bi].data_ptr()
+        if src.shape[0] >= workers:
+            jobs.append((sp, cols, dp, rows, 0, rows, cols))
+        else:
+            jobs.extend((sp, cols, dp, rows, lo, hi, cols) for lo, hi in split_range(rows, workers))
+    per = -(-len(jobs) // workers)
+    groups = [jobs[i : i + per] for i in range(0, len(jobs), per)]
+
+    def call(group: list[tuple[int, ...]]) -> None:
+        for job in group:
+            lib.approxsim_transpose(*job)
+
+    _run(call, [(grp,) for grp in groups])
+    return out
