@@ -254,3 +254,25 @@ def test_cli_handler_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "approxsim: error:" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "ops", "--reps", "0"])
+
+
+def test_peak_memory_counts_what_a_call_allocates() -> None:
+    from approxsim.experiments.bench import _peak_bytes
+
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux /proc")
+    size = 64 << 20
+
+    def allocate() -> None:
+        x = torch.ones(size // 4)  # touched, so resident
+        del x
+
+    peak = _peak_bytes(allocate, torch.device("cpu"))
+    assert peak is not None and size * 0.9 <= peak <= size * 1.5
+    small = _peak_bytes(lambda: torch.ones(16), torch.device("cpu"))
+    assert small is not None and small < 8 << 20
+    result = bench_ops(problems=["tiny_gemm"], reps=1, warmup=0)
+    for row in result["rows"]:
+        assert isinstance(row["approx"]["peak_bytes"], int)
+        assert isinstance(row["native"]["peak_bytes"], int)
+    assert "peak MiB" in format_table(result)

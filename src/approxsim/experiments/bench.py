@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import dataclasses
 import datetime
 import fnmatch
+import gc
 import importlib
 import importlib.metadata
 import json
@@ -487,6 +489,45 @@ def _time_calls(
     return times
 
 
+def _rss_kib(field: str) -> int | None:
+    """``VmRSS`` or ``VmHWM`` of this process in KiB (Linux), else ``None``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _peak_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
+    """Memory one call of ``fn`` needs beyond what is already allocated: on CUDA the peak of
+    torch's allocator; on CPU (Linux) the rise of the process's peak resident set over its
+    resident set just before the call, after returning free heap to the system and resetting
+    the peak (``/proc/self/clear_refs``). ``None`` where neither can be measured. Buffers
+    approxsim keeps between calls (kernel scratch space) are resident before the call and
+    not counted."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - base)
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+    except (OSError, AttributeError):
+        return None
+    base = _rss_kib("VmRSS")
+    fn()
+    peak = _rss_kib("VmHWM")
+    if base is None or peak is None:
+        return None
+    return max(0, peak - base) * 1024
+
+
 def _timing(times: list[float], macs: int) -> dict[str, Any]:
     median = statistics.median(times)
     return {
@@ -598,6 +639,7 @@ def _bench_form(
     warmup: int,
     sync: Callable[[], None],
     report: Callable[[str, str], None],
+    device: torch.device,
 ) -> list[dict[str, Any]]:
     approx, native = paths
     # One untimed forward of each path: a sanity check that the approximate path really is
@@ -611,6 +653,7 @@ def _bench_form(
         for label, path in (("approx", approx), ("native", native)):
             fn = path.forward if pass_name == "forward" else path.step
             timings[label] = _timing(_time_calls(fn, reps, warmup, sync), macs)
+            timings[label]["peak_bytes"] = _peak_bytes(fn, device)
         a, n = timings["approx"], timings["native"]
         rows.append(
             {
@@ -737,7 +780,7 @@ def bench_ops(
                 done += len(PASSES)
                 say(f"skipping {problem.name} {op}: {exc}")
                 continue
-            rows.extend(_bench_form(problem, op, paths, reps, warmup, sync, report))
+            rows.extend(_bench_form(problem, op, paths, reps, warmup, sync, report, dev))
             del paths
     return {
         "schema": SCHEMA,
@@ -753,6 +796,10 @@ def bench_ops(
 def _fmt_num(x: float) -> str:
     # Two decimals for ordinary rates, three significant digits for tiny ones (smoke tests).
     return f"{x:.2f}" if x >= 1 else f"{x:.3g}"
+
+
+def _mib(nbytes: int | None) -> str:
+    return "–" if nbytes is None else f"{nbytes / 2**20:.1f}"
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -780,6 +827,7 @@ def format_table(result: dict[str, Any]) -> str:
         "native GMAC/s",
         "ratio",
         "slowdown",
+        "peak MiB approx/native",
     )
     body = [
         (
@@ -791,6 +839,7 @@ def format_table(result: dict[str, Any]) -> str:
             _fmt_num(row["native"]["gmac_per_s"]),
             _fmt_num(row["ratio"]),
             f"{row['slowdown']:.1f}x",
+            f"{_mib(row['approx'].get('peak_bytes'))} / {_mib(row['native'].get('peak_bytes'))}",
         )
         for row in result["rows"]
     ]
@@ -798,7 +847,8 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [title, *text_table(header, body, left=4)]
     lines.append(
         "ratio = approx/native throughput; slowdown = approx/native time; "
-        "forward+backward counts 3x the forward MACs"
+        "forward+backward counts 3x the forward MACs; peak MiB = memory one call needs "
+        "beyond what is already allocated (CPU: rise of the peak resident set)"
     )
     for skip in result["skipped"]:
         lines.append(f"skipped {skip['problem']} {skip['op']}: {skip['reason']}")

@@ -339,6 +339,12 @@ inline void accumulate_row(const float* v, const int32_t* off, const float* w, i
 #pragma GCC unroll 4
         for (int j = 0; j < NV; ++j) acc0[j] += w0 * v0[j];
     }
+    if (scn == 1 && nt == NT) {  // a full tile of contiguous output: whole vectors
+        vec* cv = reinterpret_cast<vec*>(crow);
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) cv[j] = first ? acc0[j] + acc1[j] : cv[j] + (acc0[j] + acc1[j]);
+        return;
+    }
     float out[NT];
 #pragma GCC unroll 4
     for (int j = 0; j < NV; ++j) {
