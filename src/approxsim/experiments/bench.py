@@ -511,21 +511,21 @@ def _peak_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
+        allocated = torch.cuda.memory_allocated(device)
         fn()
         torch.cuda.synchronize(device)
-        return int(torch.cuda.max_memory_allocated(device) - base)
+        return int(torch.cuda.max_memory_allocated(device) - allocated)
     try:
         ctypes.CDLL(None).malloc_trim(0)
         Path("/proc/self/clear_refs").write_text("5")
     except (OSError, AttributeError):
         return None
-    base = _rss_kib("VmRSS")
+    resident = _rss_kib("VmRSS")
     fn()
     peak = _rss_kib("VmHWM")
-    if base is None or peak is None:
+    if resident is None or peak is None:
         return None
-    return max(0, peak - base) * 1024
+    return max(0, peak - resident) * 1024
 
 
 def _timing(times: list[float], macs: int) -> dict[str, Any]:
