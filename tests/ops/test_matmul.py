@@ -232,3 +232,37 @@ def test_mul_matches_multiplier() -> None:
     b = torch.randn(5)
     m = approxsim.get_multiplier("mbm7")
     assert torch.equal(approxsim.mul(a, b, m).view(torch.int32), m(a, b).view(torch.int32))
+
+
+def test_eager_path_equals_the_custom_ops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain CPU tensors skip the op dispatch; the results and gradients are the ops'."""
+    import importlib
+
+    ops_matmul = importlib.import_module("approxsim.ops.matmul")
+    g = torch.Generator().manual_seed(3)
+    a0 = torch.randn(3, 20, 30, generator=g)
+    b0 = torch.randn(30, 12, generator=g)
+    runs = []
+    for eager in (True, False):
+        if not eager:
+            monkeypatch.setattr(ops_matmul, "_eager_cpu", lambda a, b: False)
+        a, b = a0.clone().requires_grad_(), b0.clone().requires_grad_()
+        out = approxsim.matmul(a, b, "mitchell7", grad_input="mbm7", grad_weight="fp32")
+        out.backward(torch.linspace(-1, 1, out.numel()).reshape(out.shape))
+        runs.append((out.detach(), a.grad, b.grad))
+    for x, y in zip(*runs, strict=True):
+        assert torch.equal(x, y)
+
+
+def test_eager_path_not_taken_while_tracing() -> None:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from approxsim.ops.matmul import _eager_cpu
+
+    a, b = torch.randn(4, 5), torch.randn(5, 3)
+    assert _eager_cpu(a, b)
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:  # the LUTs are real
+        fa, fb = mode.from_tensor(a), mode.from_tensor(b)
+        assert not _eager_cpu(fa, fb)
+        out = approxsim.matmul(fa, fb, "mitchell7")
+        assert out.shape == (4, 3)

@@ -11,7 +11,11 @@ Two layers of ops:
   order of ApproxTrain: forward ``(a, b)``, input gradient ``(grad, bᵀ)``, weight gradient
   ``(aᵀ, grad)`` — the first operand of each product is always the LUT's row operand.
 
-The public entry point is :func:`matmul`, which broadcasts like ``torch.matmul``.
+The public entry point is :func:`matmul`, which broadcasts like ``torch.matmul``. For plain
+CPU tensors in eager mode it runs the same kernels and the same backward through an
+``autograd.Function`` instead of dispatching through the ops (whose Python dispatch costs
+about a hundred microseconds per call); under ``torch.compile``, export, fake tensors, dispatch
+modes and ``torch.func`` transforms, and on GPUs, the ops run.
 """
 
 from __future__ import annotations
@@ -77,6 +81,24 @@ def _(a: Tensor, b: Tensor, lut: Tensor, mantissa_bits: int, rounding: int) -> T
 
 
 # ---------------------------------------------------------------------------- autograd op
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+def _eager_cpu(a: Tensor, b: Tensor) -> bool:
+    """True when ``a`` and ``b`` are plain CPU tensors outside any tracing: no
+    ``torch.compile``, no dispatch mode (fake tensors, export), no ``torch.func`` transform.
+    Then the kernels may be called without dispatching through the custom ops, whose Python
+    dispatch costs about a hundred microseconds per call (felt by small layers)."""
+    return (
+        type(a) in _PLAIN
+        and type(b) in _PLAIN
+        and a.device.type == "cpu"
+        and not torch.compiler.is_compiling()
+        and torch._C._len_torch_dispatch_stack() == 0
+        and torch._C._functorch.peek_interpreter_stack() is None
+    )
+
+
 def _bmm_pass(a: Tensor, b: Tensor, lut: Tensor, bits: int, rounding: int) -> Tensor:
     if bits == 0:
         return torch.bmm(a, b)
@@ -84,6 +106,10 @@ def _bmm_pass(a: Tensor, b: Tensor, lut: Tensor, bits: int, rounding: int) -> Te
         a, b = a.contiguous(), b.contiguous()
     # The CPU kernel reads any strides: the transposed operands of the backward pass are
     # not copied.
+    if _eager_cpu(a, b):
+        from approxsim.ops._cpu import lut_bmm_cpu
+
+        return lut_bmm_cpu(a, b, lut, bits, rounding)
     return lut_bmm(a, b, lut, bits, rounding)
 
 
@@ -98,12 +124,6 @@ def approx_bmm(
     rounding: Sequence[int],
 ) -> Tensor:
     """Differentiable batched approximate matmul (see the module docstring)."""
-    if a.device.type == "cpu" and bits[0]:
-        # This body only ever runs on real tensors: call the kernel without a second
-        # dispatch through approxsim::lut_bmm (tens of microseconds per call).
-        from approxsim.ops._cpu import lut_bmm_cpu
-
-        return lut_bmm_cpu(a, b, lut_f, bits[0], rounding[0])
     return _bmm_pass(a, b, lut_f, bits[0], rounding[0])
 
 
@@ -133,6 +153,29 @@ def _backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
 
 
 approx_bmm.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _EagerApproxBmm(torch.autograd.Function):
+    """``approxsim::approx_bmm`` without the custom-op dispatch, for plain CPU tensors in
+    eager mode (see :func:`_eager_cpu`): the same kernels, the same backward."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        a: Tensor,
+        b: Tensor,
+        lut_f: Tensor,
+        lut_gi: Tensor,
+        lut_gw: Tensor,
+        bits: Sequence[int],
+        rounding: Sequence[int],
+    ) -> Tensor:
+        _setup_context(ctx, (a, b, lut_f, lut_gi, lut_gw, bits, rounding), None)  # type: ignore[arg-type]
+        return _bmm_pass(a, b, lut_f, bits[0], rounding[0])
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        return _backward(ctx, grad)
 
 
 # ---------------------------------------------------------------------------- public API
@@ -328,6 +371,8 @@ def _bmm(a: Tensor, b: Tensor, passes: PassMultipliers) -> Tensor:
     lf, bf, rf = _lut_args(passes.forward, dev)
     lgi, bgi, rgi = _lut_args(passes.grad_input, dev)
     lgw, bgw, rgw = _lut_args(passes.grad_weight, dev)
+    if _eager_cpu(a, b):
+        return _EagerApproxBmm.apply(a, b, lf, lgi, lgw, (bf, bgi, bgw), (rf, rgi, rgw))
     return approx_bmm(a, b, lf, lgi, lgw, [bf, bgi, bgw], [rf, rgi, rgw])
 
 
