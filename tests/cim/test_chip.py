@@ -214,6 +214,9 @@ def test_replay_on_other_weights_or_shapes_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CIMError, match="another device model"):
         with chip(a, pert, config=DeviceConfig(weight_bits=4)):
             pass
+    with pytest.raises(CIMError, match="clip=False"):  # clipping is never silently dropped
+        with chip(a, pert, config=DeviceConfig(clip=True)):
+            pass
     with pytest.raises(CIMError, match="devices per weight"):
         Perturbation(DeviceConfig(), {"0": torch.zeros(3, 4, 3)})
     bad = tmp_path / "bad.pt"
@@ -222,3 +225,25 @@ def test_replay_on_other_weights_or_shapes_is_refused(tmp_path: Path) -> None:
         Perturbation.load(bad)
     with pytest.raises(CIMError, match="no perturbation file"):
         Perturbation.load(tmp_path / "missing.pt")
+
+
+def test_clipped_perturbation_file_round_trip(tmp_path: Path, trained_mlp: nn.Module,
+                                              blobs: tuple) -> None:  # fmt: skip
+    _, held = blobs
+    cfg = DeviceConfig(sigma=0.5, clip=True)
+    pert = sample_perturbation(trained_mlp, cfg, seed=2)
+    with chip(trained_mlp, pert):
+        acc = accuracy(trained_mlp, held)
+    back = Perturbation.load(pert.save(tmp_path / "c.pt"))
+    assert back.config == cfg and back.config.clip
+    with chip(trained_mlp, back):
+        assert accuracy(trained_mlp, held) == acc
+    # Clipping changed the draw; the stored, clipped deviations are the chip as programmed.
+    raw = Perturbation(cfg.replace(clip=False), dict(pert.deviations))
+    unclipped = sample_perturbation(trained_mlp, cfg.replace(clip=False), seed=2)
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(pert.deviations.values(), unclipped.deviations.values(), strict=True)
+    )
+    with chip(trained_mlp, raw):
+        assert accuracy(trained_mlp, held) == acc  # stored clipped: replay needs no clip

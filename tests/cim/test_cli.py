@@ -223,3 +223,66 @@ def test_ctrl_c_during_a_search_keeps_the_worst_so_far(
             DeviceConfig(),
             SearchConfig(eps=0.2, steps=5, restarts=3),
         )
+
+
+@pytest.mark.parametrize("action", ["mc", "eval", "train"])
+def test_clip_flag_reaches_the_device_config(action: str) -> None:
+    from approxsim.cim.cli import _device_config
+    from approxsim.cli import build_parser
+
+    where = ["--out", "x"] if action == "train" else ["--checkpoint", "x"]
+    argv = ["cim", action, *where, "--sigma", "0.1"]
+    if action == "train":
+        argv += ["--method", "noise"]
+    parser = build_parser()
+    assert _device_config(parser.parse_args([*argv, "--clip"])).clip is True
+    assert _device_config(parser.parse_args(argv)).clip is False
+
+
+@pytest.mark.parametrize("action", ["attack", "sweep"])
+def test_searching_commands_have_no_clip_flag(
+    action: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["cim", action, "--checkpoint", "x", "--eps", "0.1", "--out", "o", "--clip"])
+    assert "--clip" in capsys.readouterr().err
+
+
+def test_clipped_mc_and_eval_agree_and_misuse_is_refused(
+    tmp_path: Path, std_run: Path, fashion_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = _common(std_run, fashion_dir)
+    rc, text, _ = _run(capsys, "cim", "mc", *common, "--sigma", "0.5", "--clip", "--samples", "2")
+    assert rc == 0 and "clipped to [0, 1]" in text
+    rc, text, _ = _run(
+        capsys, "cim", "mc", *common, "--sigma", "0.5", "--clip", "--samples", "2", "--seed", "4",
+        "--json", "--save-worst", str(tmp_path / "w.pt"),
+    )  # fmt: skip
+    mc = json.loads(text)
+    assert rc == 0 and mc["device"]["clip"] is True
+    # cim eval --seed K draws chip 0 of cim mc --seed K: the same clipped chip.
+    rc, text, _ = _run(
+        capsys, "cim", "eval", *common, "--sigma", "0.5", "--clip", "--seed", "4", "--json"
+    )
+    ev = json.loads(text)
+    assert rc == 0 and ev["device"]["clip"] is True and ev["accuracy"] == mc["accuracies"][0]
+    # The saved clipped chip replays (its file records the clipping).
+    rc, text, _ = _run(
+        capsys, "cim", "eval", *common, "--perturbation", str(tmp_path / "w.pt"), "--json"
+    )
+    assert rc == 0 and json.loads(text)["accuracy"] == min(mc["accuracies"])
+    # An unclipped perturbation is replayed as saved, not clipped behind the user's back.
+    rc, text, _ = _run(
+        capsys, "cim", "mc", *common, "--sigma", "0.5", "--samples", "1", "--json",
+        "--save-worst", str(tmp_path / "u.pt"),
+    )  # fmt: skip
+    assert rc == 0 and "clip" not in json.loads(text)["device"]
+    rc, _, err = _run(
+        capsys, "cim", "eval", *common, "--perturbation", str(tmp_path / "u.pt"), "--clip"
+    )
+    assert rc == 2 and "--clip" in err and "Traceback" not in err
+    rc, _, err = _run(
+        capsys, "cim", "train", "--method", "adversarial", "--clip", "--out", str(tmp_path / "t"),
+        "--data-dir", str(fashion_dir), "--no-progress",
+    )  # fmt: skip
+    assert rc == 2 and "clip" in err

@@ -1,6 +1,6 @@
 """The device model: slicing constants, the signed mappings, the weight-perturbation variance
 per bit-slicing setting (measured through the chip, against the derivation), write-verify,
-read noise and config validation."""
+read noise, conductance clipping and config validation."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from approxsim.cim import (
     chip,
     device_conductances,
     device_to_weight_delta,
+    effective_deviations,
     per_device_bound,
     per_weight_bound,
     quantize_weight,
@@ -230,6 +231,8 @@ def test_read_noise_is_fresh_per_forward_with_the_derived_variance() -> None:
         ({"write_verify_slices": 1}, "needs write_verify_tolerance"),
         ({"write_verify_tolerance": 0.1, "write_verify_slices": 5}, "write_verify_slices"),
         ({"read_noise": float("inf")}, "read_noise"),
+        ({"clip": 1}, "clip"),
+        ({"clip": "yes"}, "clip"),
     ],
 )
 def test_bad_configs_are_rejected(kw: dict[str, object], match: str) -> None:
@@ -240,5 +243,109 @@ def test_bad_configs_are_rejected(kw: dict[str, object], match: str) -> None:
 def test_config_round_trips_through_a_dict() -> None:
     cfg = DeviceConfig(sigma=0.1, mapping="differential", write_verify_tolerance=0.2)
     assert DeviceConfig.from_dict(cfg.to_dict()) == cfg
+    clipped = cfg.replace(clip=True)
+    assert clipped.to_dict()["clip"] is True
+    assert DeviceConfig.from_dict(clipped.to_dict()) == clipped
+    # Without clipping the dict keeps the form it had before the field existed, so result
+    # files and run folders written earlier resume and compare equal.
+    assert "clip" not in cfg.to_dict()
     with pytest.raises(CIMError, match="unknown device config keys"):
         DeviceConfig.from_dict({"sigmaa": 0.1})
+
+
+# ---------------------------------------------------------------------------- clipping
+@pytest.mark.parametrize("mapping", ["sign-magnitude", "differential"])
+def test_effective_deviations_clip_each_device_to_its_range(mapping: str) -> None:
+    w = _layer(3).weight.detach()
+    cfg = DeviceConfig(sigma=0.5, mapping=mapping, clip=True)
+    dg = sample_device_deviations(w.shape, cfg, torch.Generator().manual_seed(0))
+    g = device_conductances(w, cfg)
+    eff = effective_deviations(dg, w, cfg)
+    assert eff.shape == dg.shape and eff.dtype == dg.dtype
+    torch.testing.assert_close(eff, (g + dg).clamp(0, 1) - g, rtol=0, atol=1e-6)
+    assert float((g + eff).min()) >= 0 and float((g + eff).max()) <= 1 + 1e-6
+    inside = ((g + dg) >= 0) & ((g + dg) <= 1)
+    assert 0 < float(inside.double().mean()) < 1  # the draw exercises both cases
+    assert torch.equal(eff[inside], dg[inside])  # devices inside their range: untouched
+    assert torch.all(eff.abs() <= dg.abs())  # clipping never enlarges a deviation
+    assert torch.equal(effective_deviations(eff, w, cfg), eff)  # idempotent
+    # A device at 0 only moves up, one at full range only down.
+    assert torch.all(eff[g == 0] >= 0) and torch.all(eff[g == 1] <= 0)
+    # Off: the deviations themselves, untouched.
+    assert effective_deviations(dg, w, cfg.replace(clip=False)) is dg
+    with pytest.raises(CIMError, match="shape"):
+        effective_deviations(dg[:1], w, cfg)
+
+
+@pytest.mark.parametrize("mapping", ["sign-magnitude", "differential"])
+def test_clipped_chip_weights_stay_within_the_layer_scale(mapping: str) -> None:
+    """A huge sigma drives every device to 0 or full range: |w_chip| <= s (all devices of
+    one side at full conductance), while the unclipped chip goes far beyond."""
+    layer = _layer(4, n=32)
+    w = layer.weight.detach()
+    wq, s = quantize_weight(w, 8)
+    cfg = DeviceConfig(sigma=100.0, mapping=mapping, clip=True)
+    pert = sample_perturbation(layer, cfg, seed=1)
+    dg = pert.deviations[""]
+    g = device_conductances(w, cfg)
+    assert float((g + dg).min()) >= 0 and float((g + dg).max()) <= 1 + 1e-6  # stored clipped
+    got = _chip_weight(layer, perturbation=pert)
+    assert float(got.abs().max()) <= float(s) * (1 + 1e-6)
+    # The chip's weight is the one its clipped devices hold.
+    c = slice_coefficients(8, 2, torch.float32).view(-1, 1, 1)
+    held = (g + dg).clamp(0, 1)
+    k = cfg.slices
+    if mapping == "sign-magnitude":
+        want = weight_sign(w) * s * (c * held).sum(0)
+    else:
+        want = s * (c * (held[:k] - held[k:])).sum(0)
+    torch.testing.assert_close(got, want, rtol=0, atol=2e-6 * float(s))
+    raw = sample_perturbation(layer, cfg.replace(clip=False), seed=1)
+    assert float(_chip_weight(layer, perturbation=raw).abs().max()) > 10 * float(s)
+
+
+@pytest.mark.parametrize("mapping", ["sign-magnitude", "differential"])
+def test_clip_without_variation_is_the_nominal_chip(mapping: str) -> None:
+    layer = _layer(5)
+    nominal = _chip_weight(layer, config=DeviceConfig(mapping=mapping))
+    wq, _ = quantize_weight(layer.weight.detach(), 8)
+    torch.testing.assert_close(nominal, wq, rtol=0, atol=1e-6)
+    for cfg in (
+        DeviceConfig(mapping=mapping, clip=True),
+        DeviceConfig(mapping=mapping, clip=True, sigma=0.0, write_verify_tolerance=0.01),
+    ):
+        pert = sample_perturbation(layer, cfg, seed=0)
+        assert all(torch.equal(d, torch.zeros_like(d)) for d in pert.deviations.values())
+        assert torch.equal(_chip_weight(layer, perturbation=pert), nominal)
+
+
+def test_clip_off_gives_the_same_chip_as_before() -> None:
+    """clip=False: the stored deviations are the raw draw and the weight is Q(w) + s·δ(Δg)."""
+    layer = _layer(6)
+    w = layer.weight.detach()
+    cfg = DeviceConfig(sigma=0.3, write_verify_tolerance=0.4, write_verify_slices=1)
+    pert = sample_perturbation(layer, cfg, seed=11)
+    raw = sample_device_deviations(w.shape, cfg, torch.Generator().manual_seed(11))
+    assert torch.equal(pert.deviations[""], raw)
+    wq, s = quantize_weight(w, 8)
+    got = _chip_weight(layer, perturbation=pert)
+    delta = device_to_weight_delta(raw, weight_sign(w), cfg)
+    torch.testing.assert_close(got, wq + s * delta, rtol=0, atol=1e-6)
+    clipped = _chip_weight(
+        layer, perturbation=sample_perturbation(layer, cfg.replace(clip=True), seed=11)
+    )
+    assert not torch.equal(clipped, got)  # at sigma 0.3 clipping bites
+
+
+def test_clipped_devices_at_the_range_ends_lose_half_their_deviations() -> None:
+    """A device at 0 keeps max(Δg, 0): mean σ/√(2π), variance σ²(1/2 − 1/(2π)); at full range
+    the mirror image. (So Var(Δw) = s²σ²·n·Σc_i² no longer holds once clipping bites.)"""
+    sigma = 0.05
+    cfg = DeviceConfig(weight_bits=2, device_bits=2, sigma=sigma, clip=True)  # one device
+    w = torch.tensor([0.0, 1.0]).repeat(100_000)  # digits 0 and 3 (g = 0 and g = 1)
+    dg = sample_device_deviations(w.shape, cfg, torch.Generator().manual_seed(0))
+    eff = effective_deviations(dg, w, cfg)[0].double()
+    mean, var = sigma / math.sqrt(2 * math.pi), sigma**2 * (0.5 - 1 / (2 * math.pi))
+    for part, sign in ((eff[0::2], 1.0), (eff[1::2], -1.0)):
+        assert float(part.mean()) == pytest.approx(sign * mean, rel=0.02)
+        assert float(part.var()) == pytest.approx(var, rel=0.03)

@@ -102,3 +102,17 @@ def test_summary_bootstrap_is_seeded() -> None:
     assert summarize(vals, seed=1) == summarize(vals, seed=1)
     assert summarize(vals, seed=1)["mean_ci"] != summarize(vals, seed=2)["mean_ci"]
     assert summarize([0.5])["std"] == 0.0
+
+
+def test_monte_carlo_with_clipping(trained_mlp: nn.Module, blobs: tuple) -> None:
+    _, held = blobs
+    cfg = DeviceConfig(sigma=0.3, clip=True)
+    a = monte_carlo(trained_mlp, held, cfg, samples=4, seed=1)
+    assert a.accuracies == monte_carlo(trained_mlp, held, cfg, samples=4, seed=1).accuracies
+    assert a.to_dict()["device"]["clip"] is True
+    plain = monte_carlo(trained_mlp, held, cfg.replace(clip=False), samples=4, seed=1)
+    assert a.accuracies != plain.accuracies and "clip" not in plain.to_dict()["device"]
+    # Chip i replays from its seed, clipped.
+    one = sample_perturbation(trained_mlp, cfg, seed=chip_seed(1, 2))
+    with chip(trained_mlp, one):
+        assert accuracy(trained_mlp, held) == a.accuracies[2]

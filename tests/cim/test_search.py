@@ -150,3 +150,15 @@ def test_margin_loss() -> None:
 def test_bad_search_configs_are_rejected(kw: dict, match: str) -> None:
     with pytest.raises(CIMError, match=match):
         SearchConfig(**kw)
+
+
+def test_search_and_sweep_refuse_clipping(trained_mlp: nn.Module, blobs: tuple) -> None:
+    """The per-weight box does not model clipped devices: a clear error, never ignored."""
+    from approxsim.cim import run_sweep
+
+    attack, held = blobs
+    cfg = DeviceConfig(clip=True)
+    with pytest.raises(CIMError, match="clip"):
+        worst_case_search(trained_mlp, attack, cfg, SearchConfig(eps=0.1, steps=1, restarts=1))
+    with pytest.raises(CIMError, match="clip"):
+        run_sweep([("m", trained_mlp)], attack, held, [0.1], config=cfg, mc_samples=1)

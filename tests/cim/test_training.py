@@ -11,8 +11,19 @@ import pytest
 import torch
 from torch import nn
 
-from approxsim.cim import CIMError, CIMTrainConfig, DeviceConfig, select_layers, train_cim
-from approxsim.cim.training import _adversarial_deltas, checkpoint_method
+from approxsim.cim import (
+    CIMError,
+    CIMTrainConfig,
+    DeviceConfig,
+    device_to_weight_delta,
+    effective_deviations,
+    quantize_weight,
+    sample_device_deviations,
+    select_layers,
+    train_cim,
+    weight_sign,
+)
+from approxsim.cim.training import _adversarial_deltas, _noise_deltas, checkpoint_method
 from approxsim.experiments.train import TrainConfig, evaluate, load_checkpoint
 
 
@@ -108,9 +119,37 @@ def test_adversarial_inner_step_raises_the_loss(trained_mlp: nn.Module, blobs: t
         ({"method": "noise", "device_model": DeviceConfig()}, "sigma > 0"),
         ({"method": "adversarial", "eps": 0}, "eps"),
         ({"method": "adversarial", "adv_steps": 0}, "adv_steps"),
+        ({"method": "adversarial", "device_model": DeviceConfig(clip=True)}, "clip"),
         ({"include": [""]}, "include"),
     ],
 )
 def test_bad_training_configs(tmp_path: Path, kw: dict[str, Any], match: str) -> None:
     with pytest.raises(CIMError, match=match):
         CIMTrainConfig(TrainConfig(tmp_path), **kw)
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_noise_injection_draws_clipped_or_additive_chips(
+    trained_mlp: nn.Module, clip: bool
+) -> None:
+    layers = select_layers(trained_mlp)
+    cfg = DeviceConfig(sigma=5.0, clip=clip)
+    torch.manual_seed(7)
+    got = _noise_deltas(layers, cfg)
+    torch.manual_seed(7)  # the same draws from torch's global RNG
+    for name, m in layers.items():
+        w = m.weight.detach()
+        dg = sample_device_deviations(w.shape, cfg)
+        want = device_to_weight_delta(effective_deviations(dg, w, cfg), weight_sign(w), cfg)
+        d = got[name]
+        assert d is not None and torch.equal(d, want)
+        wq, s = quantize_weight(w, 8)
+        top = float((wq + s * d).abs().max() / s)
+        assert top <= 1 + 1e-6 if clip else top > 2
+
+
+def test_noise_training_with_clipping_records_it(tmp_path: Path, fashion_dir: Path) -> None:
+    dm = DeviceConfig(sigma=0.05, clip=True)
+    res = train_cim(CIMTrainConfig(_base(tmp_path / "c", fashion_dir, epochs=1), device_model=dm))
+    state = load_checkpoint(tmp_path / "c")
+    assert state["cim"]["device_model"]["clip"] is True and res["epochs_completed"] == 1

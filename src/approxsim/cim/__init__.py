@@ -7,7 +7,8 @@ accurate is a typical chip (Monte Carlo over chips), and how bad can a chip get 
 device deviates by at most ``ε`` (worst-case search, after Yan, Hu and Shi, ICCAD 2022)?
 
 * :class:`DeviceConfig` — the device model: ``weight_bits`` quantization of ``w / max|w|``,
-  bit-slicing over devices of ``device_bits``, variation ``sigma``, write-verify, read noise.
+  bit-slicing over devices of ``device_bits``, variation ``sigma``, write-verify, optional
+  clipping of conductances to the device range, read noise.
 * :func:`chip` — context manager: the model computes with a chip's weights inside it.
 * :func:`sample_perturbation` / :class:`Perturbation` — chip instances, saved and replayed.
 * :func:`monte_carlo` — accuracy over sampled chips with percentiles and intervals.
@@ -33,6 +34,7 @@ from approxsim.cim.device import (
     DeviceConfig,
     device_conductances,
     device_to_weight_delta,
+    effective_deviations,
     per_device_bound,
     per_weight_bound,
     quantize_weight,
@@ -66,6 +68,7 @@ __all__ = [
     "sample_device_deviations",
     "device_to_weight_delta",
     "weight_delta_to_device",
+    "effective_deviations",
     "weight_sign",
     "select_layers",
     "weights_digest",

@@ -37,6 +37,7 @@ from approxsim.cim.device import (
     CIMError,
     DeviceConfig,
     device_to_weight_delta,
+    effective_deviations,
     quantize_weight,
     sample_device_deviations,
     weight_sign,
@@ -181,7 +182,10 @@ class Perturbation:
         config: The device model (bits, mapping) the deviations belong to.
         deviations: ``{layer name: (devices_per_weight, *weight.shape) float32}`` device
             deviations ``Δg`` in units of a device's full range (see
-            :func:`~approxsim.cim.device.device_conductances` for the device order).
+            :func:`~approxsim.cim.device.device_conductances` for the device order). With
+            ``config.clip`` the chip's devices realize
+            :func:`~approxsim.cim.device.effective_deviations` of them (the weights are
+            formed from those; :func:`sample_perturbation` stores them already clipped).
         digest: :func:`weights_digest` of the model the chip was made for (``None``: not
             recorded, no check).
         meta: JSON-serializable notes (how it was made: seed, search settings, accuracy).
@@ -235,14 +239,18 @@ class Perturbation:
                 )
 
     def weight_deltas(self, layers: Mapping[str, nn.Module]) -> dict[str, Tensor]:
-        """``{name: δ}``: the weight change of each layer in units of its scale ``s``."""
+        """``{name: δ}``: the weight change of each layer in units of its scale ``s``.
+
+        With ``config.clip`` the deviations are clipped to the devices' range first (a no-op
+        for those :func:`sample_perturbation` stored, which are clipped already; it keeps
+        any other perturbation of a clipping device model physical too).
+        """
         out = {}
         for name, dg in self.deviations.items():
             w = layers[name]._parameters["weight"]
             assert w is not None
-            out[name] = device_to_weight_delta(
-                dg.to(w.device, torch.float32), weight_sign(w.detach()), self.config
-            )
+            dg = effective_deviations(dg.to(w.device, torch.float32), w, self.config)
+            out[name] = device_to_weight_delta(dg, weight_sign(w.detach()), self.config)
         return out
 
     def stats(self, layers: Mapping[str, nn.Module] | None = None) -> dict[str, Any]:
@@ -338,9 +346,13 @@ def sample_perturbation(
 ) -> Perturbation:
     """Draw one chip instance: device-to-device deviations of every mapped layer.
 
+    With ``config.clip`` the stored deviations are the clipped, effective ones
+    (:func:`~approxsim.cim.device.effective_deviations` of the draw for the model's current
+    weights), so the file describes the chip's devices as programmed.
+
     Args:
         model: The model to map.
-        config: The device model (``sigma``, write-verify).
+        config: The device model (``sigma``, write-verify, ``clip``).
         seed: Seed of the draw (reproducible); ``generator`` wins when both are given.
         generator: CPU generator to draw from; default: a new one seeded with ``seed``, or
             torch's global RNG when neither is given.
@@ -353,10 +365,12 @@ def sample_perturbation(
     layers = select_layers(model, include, exclude)
     if generator is None and seed is not None:
         generator = torch.Generator().manual_seed(int(seed))
-    devs = {
-        name: sample_device_deviations(m._parameters["weight"].shape, config, generator)  # type: ignore[union-attr]
-        for name, m in layers.items()
-    }
+    devs = {}
+    for name, m in layers.items():
+        w = m._parameters["weight"]
+        assert w is not None
+        dg = sample_device_deviations(w.shape, config, generator)
+        devs[name] = effective_deviations(dg, w, config)
     meta = {"kind": "monte-carlo", "seed": seed, "sigma": config.sigma}
     return Perturbation(config, devs, weights_digest(layers), meta)
 
@@ -498,8 +512,8 @@ def chip(
             :func:`sample_perturbation`, a worst-case search or :meth:`Perturbation.load`;
             ``None``: a chip without device-to-device variation.
         config: The device model; default: the perturbation's, else ``DeviceConfig()``.
-            With a perturbation it must have the same bits and mapping (``sigma`` and the
-            write-verify settings do not matter then; ``read_noise`` does).
+            With a perturbation it must have the same bits, mapping and ``clip`` (``sigma``
+            and the write-verify settings do not matter then; ``read_noise`` does).
         include: Layers to map when there is no perturbation (a perturbation maps its own).
         exclude: Layers to keep digital when there is no perturbation.
         read_seed: Seed of the per-read noise (reproducible); ``None``: torch's global RNG.
@@ -519,15 +533,17 @@ def chip(
     if perturbation is not None:
         if config is None:
             config = perturbation.config
-        elif (config.weight_bits, config.device_bits, config.mapping) != (
+        elif (config.weight_bits, config.device_bits, config.mapping, config.clip) != (
             perturbation.config.weight_bits,
             perturbation.config.device_bits,
             perturbation.config.mapping,
+            perturbation.config.clip,
         ):
+            pc = perturbation.config
             raise CIMError(
                 "the perturbation was made for another device model "
-                f"({perturbation.config.weight_bits} bits, {perturbation.config.device_bits} per "
-                f"device, {perturbation.config.mapping}) than config"
+                f"({pc.weight_bits} bits, {pc.device_bits} per device, {pc.mapping}, "
+                f"clip={pc.clip}) than config; pass a config with those settings (or none)"
             )
         all_layers = select_layers(model)
         perturbation.check_model(all_layers, strict=strict)
@@ -569,6 +585,10 @@ def weight_deltas(
         deltas: ``{layer name: δ}`` (shape of the layer's weight; ``None``: no change but
             still quantized). Layers not named are left alone.
         config: The device model (``weight_bits``; ``read_noise`` adds per-read noise).
+            ``clip`` is not applied here: ``deltas`` are per weight and used as given (to
+            clip device deviations, pass them through
+            :func:`~approxsim.cim.device.effective_deviations` before
+            :func:`~approxsim.cim.device.device_to_weight_delta`).
         layers: The model's mapped layers (default: :func:`select_layers` of ``model``,
             restricted to ``deltas``' names).
         straight_through: Pass gradients through the quantization to the Parameters.

@@ -78,6 +78,12 @@ def _add_device_options(p: argparse.ArgumentParser, *, sigma: bool) -> None:
         g.add_argument(
             "--read-noise", type=_nonneg_float, default=0.0, help="per-read noise std (0)"
         )
+        g.add_argument(
+            "--clip",
+            action="store_true",
+            help="clip every device's conductance g + dg to its range [0, 1] (default: "
+            "additive deviations, unclipped)",
+        )
     g.add_argument("--include", action="append", metavar="PAT", help="map only these layers")
     g.add_argument("--exclude", action="append", metavar="PAT", help="keep these layers digital")
 
@@ -315,6 +321,7 @@ def _device_config(args: argparse.Namespace, **over: Any) -> DeviceConfig:
             write_verify_tolerance=args.write_verify,
             write_verify_slices=args.verify_slices,
             read_noise=args.read_noise,
+            clip=args.clip,
         )
     kw.update(over)
     return DeviceConfig(**kw)
@@ -334,10 +341,10 @@ class _Loaded:
     def __init__(self, path: str, args: argparse.Namespace) -> None:
         from approxsim.experiments.train import (
             CheckpointError,
-            _build_model,
-            _device,
-            _load_data,
+            build_model,
             load_checkpoint,
+            load_data,
+            resolve_device,
         )
         from approxsim.ops import PassMultipliers
 
@@ -347,12 +354,12 @@ class _Loaded:
         self.dataset = args.dataset or saved["dataset"]
         same = args.dataset in (None, saved["dataset"])
         self.data_dir = args.data_dir if args.data_dir or not same else saved.get("data_dir")
-        self._load = _load_data
-        self.test = _load_data(self.dataset, self.data_dir, "test", None)
+        self._load = load_data
+        self.test = load_data(self.dataset, self.data_dir, "test", None)
         mult = _multiplier(args)
         passes = PassMultipliers(mult)
         self.multiplier = passes.forward.name
-        model, _ = _build_model(
+        model, _ = build_model(
             saved["model"],
             self.test.num_classes,
             self.test.sample_shape,
@@ -366,7 +373,7 @@ class _Loaded:
             raise CheckpointError(
                 f"{path}: its weights do not fit model {saved['model']!r}: {exc}"
             ) from None
-        self.model: nn.Module = model.to(_device(args.device)).eval()
+        self.model: nn.Module = model.to(resolve_device(args.device)).eval()
         self.model_name = saved["model"]
         self.method = checkpoint_method(self.state)
 
@@ -426,9 +433,9 @@ def _attack_splits(
 
 
 def _bar(args: argparse.Namespace, desc: str, total: int) -> Any:
-    from approxsim.experiments.train import _Progress
+    from approxsim.experiments.train import Progress
 
-    return _Progress(total, desc, not args.no_progress)
+    return Progress(total, desc, not args.no_progress)
 
 
 def _write_json(path: str | Path, obj: Any) -> None:
@@ -569,6 +576,8 @@ def _describe_device(cfg: DeviceConfig) -> str:
         text += (
             f", write-verify |dg| <= {cfg.write_verify_tolerance:g} on {cfg.verified_slices} slices"
         )
+    if cfg.clip:
+        text += ", conductances clipped to [0, 1]"
     if cfg.read_noise:
         text += f", read noise {cfg.read_noise:g}"
     return text
@@ -657,6 +666,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         pert = Perturbation.load(args.perturbation)
         if cfg.sigma:
             raise CIMError("--perturbation and --sigma exclude each other: replay or sample")
+        if cfg.clip and not pert.config.clip:
+            raise CIMError(
+                "--clip does not apply to --perturbation: the perturbation was made without "
+                "clipping and is replayed as saved; drop --clip"
+            )
         cfg = pert.config.replace(read_noise=cfg.read_noise)
         kind = f"perturbation {args.perturbation}"
     elif cfg.sigma:
@@ -851,12 +865,12 @@ def run_cim_cli(args: argparse.Namespace) -> int:
     to stderr and return 2; Ctrl-C returns 130 after saving completed results.
     """
     from approxsim.data import DatasetError
-    from approxsim.experiments.train import TrainError, _thread_settings
+    from approxsim.experiments.train import TrainError, thread_settings
     from approxsim.models import ModelError
     from approxsim.multipliers import MultiplierError
 
     try:
-        with _thread_settings(getattr(args, "threads", None)):
+        with thread_settings(getattr(args, "threads", None)):
             return _COMMANDS[args.action](args)
     except (CIMError, TrainError, DatasetError, ModelError, MultiplierError, OSError) as exc:
         print(f"approxsim: error: {exc}", file=sys.stderr)

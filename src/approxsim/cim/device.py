@@ -14,6 +14,14 @@ so ``Σ_i c_i = 1`` (all devices at full conductance give ``|w| = s``). A device
 ``Δg_i`` (a fraction of its full range) moves the weight by ``sign(w) · s · Σ_i c_i Δg_i``. With
 ``Δg_i`` independent ``N(0, σ²)``, ``Var(Δw) = s² σ² Σ_i c_i²``.
 
+Conductance clipping (:attr:`DeviceConfig.clip`, off by default): a device cannot go below 0
+or above its full range, so its programmed conductance is ``clip(g_i + Δg_i, 0, 1)`` and its
+effective deviation ``clip(g_i + Δg_i, 0, 1) - g_i`` (:func:`effective_deviations`) depends
+on the digit it holds. Clipping never makes a deviation larger, so ``|Δw|`` bounds still
+hold; the variance formula above becomes an upper bound on each weight's variance over chips
+(clipping is 1-Lipschitz), and ``Δw`` gains a mean that depends on the weight's digits (a
+device at 0 only moves up, one at full range only down).
+
 Signed weights have two mappings (:attr:`DeviceConfig.mapping`):
 
 * ``"sign-magnitude"`` — one set of ``K`` devices holds ``|w|``; the sign is a digital bit
@@ -54,6 +62,7 @@ __all__ = [
     "sample_device_deviations",
     "device_to_weight_delta",
     "weight_delta_to_device",
+    "effective_deviations",
 ]
 
 #: Ways of storing signed weights on devices that hold non-negative conductances.
@@ -127,7 +136,16 @@ class DeviceConfig:
 
     read_noise: float = 0.0
     """Standard deviation of per-read (cycle-to-cycle) noise per device, in the same unit as
-    ``sigma``, drawn afresh for every forward pass; 0: none."""
+    ``sigma``, drawn afresh for every forward pass; 0: none. Simulated per weight (the sum of
+    the devices' noise), so it is not clipped by ``clip``."""
+
+    clip: bool = False
+    """Clip every device's programmed conductance ``g_i + Δg_i`` to its physical range
+    ``[0, 1]``: the effective deviation becomes ``clip(g_i + Δg_i, 0, 1) - g_i`` and depends
+    on the level ``g_i`` (digit) the device holds (see :func:`effective_deviations`). Applies to
+    chips formed from device deviations (:func:`~approxsim.cim.sample_perturbation`,
+    :func:`~approxsim.cim.chip`, noise-injection training); the worst-case search, whose box
+    is per weight, refuses it. ``False``: deviations are purely additive (the default)."""
 
     def __post_init__(self) -> None:
         _check_int("weight_bits", self.weight_bits, 1, MAX_WEIGHT_BITS)
@@ -151,6 +169,8 @@ class DeviceConfig:
                 )
             _check_int("write_verify_slices", self.write_verify_slices, 1, self.slices)
         _check_nonneg("read_noise", self.read_noise)
+        if not isinstance(self.clip, bool):
+            raise CIMError(f"clip must be True or False, got {self.clip!r}")
 
     # ------------------------------------------------------------------ derived
     @property
@@ -191,8 +211,16 @@ class DeviceConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a JSON-serializable dict."""
-        return dataclasses.asdict(self)
+        """The fields as a JSON-serializable dict.
+
+        ``clip`` is written only when it is on, so results and run folders written without
+        clipping keep the exact form they had before the field existed (and resuming them
+        compares equal); :meth:`from_dict` reads a missing ``clip`` as ``False``.
+        """
+        d = dataclasses.asdict(self)
+        if not self.clip:
+            del d["clip"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DeviceConfig:
@@ -404,3 +432,36 @@ def weight_delta_to_device(delta: Tensor, sign: Tensor, config: DeviceConfig) ->
     if config.sets == 1:
         return (per * sign).contiguous()
     return torch.cat([per, -per]).contiguous()
+
+
+def effective_deviations(dg: Tensor, w: Tensor, config: DeviceConfig) -> Tensor:
+    """The deviations the devices of ``w`` realize: ``dg``, or clipped to the device range.
+
+    With ``config.clip`` a device programmed to ``g_i`` (:func:`device_conductances`) ends at
+    ``clip(g_i + dg_i, 0, 1)``, so its effective deviation is
+    ``clip(g_i + dg_i, 0, 1) - g_i``: a device at 0 only moves up, one at full range only
+    down. A device inside its range keeps ``dg_i`` exactly, ``|effective| ≤ |dg|``
+    everywhere, and clipping twice changes nothing.
+
+    Args:
+        dg: ``(devices_per_weight, *w.shape)`` deviations (order of
+            :func:`device_conductances`).
+        w: The layer's weight (the digits of its quantized magnitude set ``g_i``).
+        config: The device model.
+
+    Returns:
+        ``dg`` itself when ``config.clip`` is off, else the clipped deviations (same shape,
+        dtype and device as ``dg``).
+
+    Raises:
+        CIMError: ``dg`` does not have ``devices_per_weight`` devices of ``w``'s shape.
+    """
+    if not config.clip:
+        return dg
+    want = (config.devices_per_weight, *w.shape)
+    if tuple(dg.shape) != want:
+        raise CIMError(f"deviations must have shape {want} for this weight, got {tuple(dg.shape)}")
+    g = device_conductances(w.detach(), config).to(dg.device, dg.dtype)
+    # clip(g + dg, 0, 1) - g as dg clamped to [-g, 1 - g]: a device that is not clipped keeps
+    # its deviation bit for bit, and clipping twice is exactly a no-op.
+    return torch.clamp(dg, min=-g, max=1.0 - g)

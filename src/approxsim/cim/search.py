@@ -19,6 +19,12 @@ methods search over ``δ`` in that box and the best ``δ`` is stored as device d
 ``ε_d``). The returned accuracies are re-scored from the stored perturbation, so replaying the
 file gives the same numbers.
 
+Conductance clipping (``DeviceConfig.clip``) is not supported: with it the reachable weight
+changes of a per-device box are an interval that depends on each weight's digits, not the
+symmetric per-weight box searched here, so :func:`worst_case_search` refuses ``clip=True``.
+(Clipping only shrinks deviations, so the unclipped search's worst case is at most the
+accuracy of the worst clipped chip: a pessimistic answer for a clipping device.)
+
 Which split is which: the perturbation is found on the attack split and scored there (what
 the paper's published code does, on its test set) and on a held-out split it never saw.
 """
@@ -249,7 +255,7 @@ def worst_case_search(
     Args:
         model: The trained model (plain or with approximate layers).
         attack_data: Split the search optimizes on (dataset or ``(images, labels)``).
-        config: Device model (bits and mapping; ``sigma`` is not used).
+        config: Device model (bits and mapping; ``sigma`` is not used; ``clip`` must be off).
         search: Bound, method and effort.
         heldout_data: Split to score the found perturbation on as well.
         include: Layers to map.
@@ -263,11 +269,13 @@ def worst_case_search(
         returns the worst perturbation so far with ``interrupted=True``.
 
     Raises:
-        CIMError: invalid arguments.
+        CIMError: invalid arguments, or ``config.clip`` (not supported, see the module
+            docstring).
         KeyboardInterrupt: when interrupted before a restart completed.
     """
     if not isinstance(search, SearchConfig):
         raise CIMError(f"search must be a SearchConfig, got {type(search).__name__}")
+    _check_no_clip(config)
     t0 = time.perf_counter()
     cfg = config.replace(read_noise=0.0)
     eps_w = search.eps_weight(cfg)
@@ -353,6 +361,18 @@ def worst_case_search(
         seconds=time.perf_counter() - t0,
         interrupted=interrupted,
     )
+
+
+def _check_no_clip(config: DeviceConfig) -> None:
+    """Refuse a clipping device model (the search's per-weight box does not model it)."""
+    if config.clip:
+        raise CIMError(
+            "the worst-case search does not support conductance clipping (clip=True): it "
+            "searches a symmetric per-weight box, while clipped devices reach a range that "
+            "depends on each weight's digits. Use a device model with clip=False; clipping "
+            "only shrinks deviations, so that worst case is a pessimistic bound for a "
+            "clipping chip"
+        )
 
 
 def _one_restart(

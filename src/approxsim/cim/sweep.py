@@ -96,7 +96,8 @@ def run_sweep(
         attack_data: Split the worst-case searches optimize on.
         heldout_data: Split the Monte Carlo chips and the found perturbations are scored on.
         eps_values: Bounds, in ``unit``.
-        config: Device model (bits, mapping); default ``DeviceConfig()``.
+        config: Device model (bits, mapping); default ``DeviceConfig()``. ``clip`` must be
+            off (the worst-case search does not support it).
         unit: ``"weight"`` (fraction of the layer's ``max|w|``) or ``"device"``.
         mc_samples: Chips per point.
         mc_bounded: Write-verify the Monte Carlo chips to the bound.
@@ -119,9 +120,15 @@ def run_sweep(
         The result document (see the module docstring).
 
     Raises:
-        CIMError: invalid settings, or ``previous`` made with other settings.
+        CIMError: invalid settings (among them ``config.clip``), or ``previous`` made with
+            other settings.
     """
     config = config or DeviceConfig()
+    if config.clip:  # checked before any Monte Carlo work, not when the first search starts
+        raise CIMError(
+            "a sweep runs the worst-case search, which does not support conductance clipping "
+            "(clip=True); use a device model with clip=False"
+        )
     if unit not in ("weight", "device"):
         raise CIMError(f"unit must be 'weight' or 'device', got {unit!r}")
     if not eps_values or not all(

@@ -13,7 +13,7 @@ Methods (every step sees the chip's quantized weights through a straight-through
 
 * ``"standard"`` — plain training (float weights, no chip), for comparison;
 * ``"noise"`` — noise injection: every minibatch draws a fresh chip from the device model
-  (``sigma``, write-verify, read noise) and trains on it;
+  (``sigma``, write-verify, conductance clipping, read noise) and trains on it;
 * ``"adversarial"`` — adversarial weight perturbation: every minibatch first searches the
   per-weight box ``|δ| ≤ eps`` for the perturbation that raises the loss most
   (``adv_steps`` of projected sign-gradient ascent from a uniform random start, step
@@ -38,6 +38,7 @@ from approxsim.cim.device import (
     CIMError,
     DeviceConfig,
     device_to_weight_delta,
+    effective_deviations,
     sample_device_deviations,
     weight_sign,
 )
@@ -75,8 +76,9 @@ class CIMTrainConfig:
     """``"standard"``, ``"noise"`` or ``"adversarial"``."""
 
     device_model: DeviceConfig = field(default_factory=_default_device_model)
-    """The chip trained for: bits, mapping; ``"noise"`` injects its ``sigma``, write-verify
-    and read noise."""
+    """The chip trained for: bits, mapping; ``"noise"`` injects its ``sigma``, write-verify,
+    ``clip`` and read noise. ``"adversarial"`` searches a per-weight box and refuses
+    ``clip=True``."""
 
     eps: float = 0.02
     """``"adversarial"``: the per-weight bound ``|Δw| ≤ eps · s``."""
@@ -110,6 +112,12 @@ class CIMTrainConfig:
             raise CIMError(
                 "noise-injection training needs a device model with sigma > 0 (or read_noise "
                 "> 0): there is no noise to inject"
+            )
+        if self.method == "adversarial" and self.device_model.clip:
+            raise CIMError(
+                "adversarial training searches a per-weight box |dw| <= eps * s, which "
+                "conductance clipping does not fit (the reachable range would depend on each "
+                "weight's digits); use a device model with clip=False (drop --clip)"
             )
         ok = isinstance(self.eps, (int, float)) and not isinstance(self.eps, bool)
         if not ok or not math.isfinite(self.eps) or self.eps <= 0:
@@ -162,12 +170,13 @@ def checkpoint_method(state: dict[str, Any]) -> str:
 
 
 def _noise_deltas(layers: dict[str, nn.Module], cfg: DeviceConfig) -> dict[str, Tensor | None]:
-    """A fresh chip's weight changes (from torch's global RNG, so resumes replay it)."""
+    """A fresh chip's weight changes (from torch's global RNG, so resumes replay it); with
+    ``cfg.clip`` the devices are clipped to their range around the current weights' digits."""
     out: dict[str, Tensor | None] = {}
     for name, m in layers.items():
         w = m._parameters["weight"]
         assert w is not None
-        dg = sample_device_deviations(w.shape, cfg).to(w.device)
+        dg = effective_deviations(sample_device_deviations(w.shape, cfg).to(w.device), w, cfg)
         out[name] = device_to_weight_delta(dg, weight_sign(w.detach()), cfg)
     return out
 

@@ -82,6 +82,11 @@ __all__ = [
     "run_train_cli",
     "add_eval_parser",
     "run_eval_cli",
+    "Progress",
+    "thread_settings",
+    "resolve_device",
+    "load_data",
+    "build_model",
 ]
 
 CONFIG_FILE = "config.json"
@@ -465,8 +470,16 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 @contextlib.contextmanager
-def _thread_settings(threads: int | None) -> Iterator[None]:
-    """Set torch's and Numba's thread counts for the run; restore them afterwards."""
+def thread_settings(threads: int | None) -> Iterator[None]:
+    """Set torch's and Numba's thread counts for the run; restore them afterwards.
+
+    Args:
+        threads: Threads for torch's intra-op pool and Numba's (capped at Numba's pool
+            size, fixed at import); ``None``: leave both as they are.
+
+    Yields:
+        Nothing; the previous thread counts are back when the block ends (also on errors).
+    """
     if threads is None:
         yield
         return
@@ -489,7 +502,18 @@ def _thread_settings(threads: int | None) -> Iterator[None]:
             numba.set_num_threads(saved_numba)
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
+    """The torch device named ``name``, checked to be usable.
+
+    Args:
+        name: A torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+
+    Returns:
+        The ``torch.device``.
+
+    Raises:
+        TrainError: a CUDA device was asked for but CUDA is not available.
+    """
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise TrainError(f"device {name!r} was asked for but CUDA is not available; use 'cpu'")
@@ -643,7 +667,7 @@ def _setup_world(device_name: str) -> tuple[_World, torch.device]:
             under several processes, more processes than GPUs, or a failed rendezvous.
     """
     launch = _launch()
-    dev = _device(device_name)
+    dev = resolve_device(device_name)
     if launch is None:
         return _World(), dev
     size, rank, local = launch
@@ -729,8 +753,14 @@ def _shard_span(n: int, world: _World) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------- progress
-class _Progress:
-    """A per-epoch progress bar on stderr: tqdm when installed, else a one-line fallback."""
+class Progress:
+    """A per-epoch progress bar on stderr: tqdm when installed, else a one-line fallback.
+
+    Args:
+        total: Number of items (images) the bar counts to.
+        desc: Label shown before the bar.
+        enabled: Draw anything at all; ``False`` counts silently.
+    """
 
     def __init__(self, total: int, desc: str, enabled: bool) -> None:
         self._enabled = enabled
@@ -760,6 +790,7 @@ class _Progress:
         )
 
     def update(self, n: int, loss: float | None = None, acc: float | None = None) -> None:
+        """Count ``n`` more items; show the running ``loss`` and ``acc`` when both are given."""
         self._done += n
         if not self._enabled:
             return
@@ -782,6 +813,7 @@ class _Progress:
             sys.stderr.flush()
 
     def close(self) -> None:
+        """Remove the bar from the terminal."""
         if self._tqdm is not None:
             self._tqdm.close()
         elif self._tty:
@@ -822,7 +854,7 @@ def _train_one_epoch(
     batch_size: int,
     generator: torch.Generator,
     device: torch.device,
-    bar: _Progress,
+    bar: Progress,
     world: _World,
     forward: Callable[[nn.Module, Tensor, Tensor], contextlib.AbstractContextManager[object]]
     | None = None,
@@ -874,7 +906,7 @@ def _evaluate_sums(
     total_loss = 0.0
     correct = 0
     lo, hi = (0, len(data)) if span is None else span
-    bar = _Progress(hi - lo, desc, progress)
+    bar = Progress(hi - lo, desc, progress)
     batches: Iterable[tuple[Tensor, Tensor]] = (
         data.batches(batch_size)
         if span is None
@@ -934,11 +966,25 @@ def _fingerprints(passes: PassMultipliers) -> dict[str, str]:
     }
 
 
-def _load_data(name: str, data_dir: Any, split: str, max_samples: int | None) -> ImageDataset:
+def load_data(name: str, data_dir: Any, split: str, max_samples: int | None) -> ImageDataset:
+    """Load a split of a registered dataset, optionally only its first samples.
+
+    Args:
+        name: Dataset name (:func:`approxsim.data.list_datasets`).
+        data_dir: Folder with the dataset's files; ``None``: the default location.
+        split: ``"train"`` or ``"test"``.
+        max_samples: Keep only the first this many samples; ``None``: all.
+
+    Returns:
+        The dataset.
+
+    Raises:
+        DatasetError: an unknown dataset or missing files.
+    """
     return load_dataset(name, root=data_dir, split=split).subset(max_samples)
 
 
-def _build_model(
+def build_model(
     name: str,
     num_classes: int,
     sample_shape: tuple[int, int, int],
@@ -946,7 +992,25 @@ def _build_model(
     include: Sequence[str] | None,
     exclude: Sequence[str] | None,
 ) -> tuple[nn.Module, list[dict[str, str]]]:
-    """Create the model, check it takes the data's images, convert it unless all-exact."""
+    """Create the model, check it takes the data's images, convert it unless all-exact.
+
+    Args:
+        name: Registered model name (:func:`approxsim.models.list_models`).
+        num_classes: Number of output classes.
+        sample_shape: ``(channels, height, width)`` of one image of the dataset.
+        passes: The multipliers of the forward and the two backward passes.
+        include: Layers to convert (patterns as :func:`approxsim.convert_model`).
+        exclude: Layers to keep exact.
+
+    Returns:
+        ``(model, converted)``: the model (converted in place unless every pass is exact)
+        and one ``{"name", "type", "multiplier"}`` dict per converted layer.
+
+    Raises:
+        TrainError: the model does not take the dataset's images, or the patterns select
+            no layer to convert.
+        ModelError: an unknown model name.
+    """
     info = model_info(name)
     want = tuple(info["input_shape"])
     channels_ok = info["any_in_channels"] or want[0] == sample_shape[0]
@@ -1274,12 +1338,12 @@ def _train(
         elif main:
             _prepare_out_dir(out, cfg)
 
-    with _thread_settings(cfg.threads):
+    with thread_settings(cfg.threads):
         with world.shared_errors():
-            train_set = _load_data(cfg.dataset, cfg.data_dir, "train", cfg.max_train_samples)
-            test_set = _load_data(cfg.dataset, cfg.data_dir, "test", cfg.max_test_samples)
+            train_set = load_data(cfg.dataset, cfg.data_dir, "train", cfg.max_train_samples)
+            test_set = load_data(cfg.dataset, cfg.data_dir, "test", cfg.max_test_samples)
             _seed_everything(cfg.seed)
-            model, converted = _build_model(
+            model, converted = build_model(
                 cfg.model,
                 train_set.num_classes,
                 train_set.sample_shape,
@@ -1357,7 +1421,7 @@ def _train(
             for epoch in range(start_epoch + 1, cfg.epochs + 1):
                 t0 = time.perf_counter()
                 lr = float(optimizer.param_groups[0]["lr"])
-                bar = _Progress(len(train_set), f"epoch {epoch}/{cfg.epochs}", verbose)
+                bar = Progress(len(train_set), f"epoch {epoch}/{cfg.epochs}", verbose)
                 try:
                     train_sums = _train_one_epoch(
                         train_model,
@@ -1545,16 +1609,16 @@ def evaluate(
     _check_multiplier("multiplier", multiplier, optional=False)
     state = load_checkpoint(checkpoint)
     saved = state["config"]
-    dev = _device(device)
+    dev = resolve_device(device)
     passes = PassMultipliers(multiplier)
     ds_name = dataset or saved["dataset"]
     if data_dir is None and dataset in (None, saved["dataset"]):
         data_dir = saved.get("data_dir")
     inc = _patterns("include", include) if include is not None else saved.get("include")
     exc = _patterns("exclude", exclude) if exclude is not None else saved.get("exclude")
-    with _thread_settings(threads):
-        data = _load_data(ds_name, data_dir, split, max_samples)
-        model, _ = _build_model(
+    with thread_settings(threads):
+        data = load_data(ds_name, data_dir, split, max_samples)
+        model, _ = build_model(
             saved["model"], data.num_classes, data.sample_shape, passes, inc, exc
         )
         try:
