@@ -214,3 +214,33 @@ def test_column_major_a_matches_row_major(kernel: str, special: float) -> None:
     got = run(a, b, "mitchell7")
     torch.testing.assert_close(got, run(a.contiguous(), b, "mitchell7"), equal_nan=True)
     assert_sum_close(got, products(a, b, "mitchell7"))
+
+
+@pytest.mark.parametrize(("swap", "direct"), [(False, False), (True, False), (False, True)])
+def test_native_k_chunks(monkeypatch: pytest.MonkeyPatch, swap: bool, direct: bool) -> None:
+    """Long reductions with few output pieces run as k chunks summed in chunk order: the
+    same sums on one thread and on two, products through the LUT, specials reported."""
+    lib = _cpu_native.load()
+    if lib is None:
+        pytest.skip("no compiled kernel on this machine")
+    monkeypatch.setattr(_cpu_native, "K_CHUNK", 50)
+    g = torch.Generator().manual_seed(12)
+    a = torch.randn(1, 21, 333, generator=g)  # 7 chunks of about 48
+    b = torch.randn(1, 333, 6, generator=g)
+    b[0, 300, 2] = float("inf")
+    m = approxsim.get_multiplier("mbm7")
+    _, _, chunks, *_ = _cpu_native._schedule(1, 21, 333, 6, 7, 2, (swap, direct), None, 0, 50)[2:]
+    assert len(chunks) == 7
+    outs = []
+    for threads in (1, 2):
+        monkeypatch.setattr(torch, "get_num_threads", lambda t=threads: t)
+        out, ranges = _cpu_native.lut_bmm_native(
+            lib, a, b, m.lut_bits(), 7, 0, force=(swap, direct)
+        )
+        assert ranges[0, 5] == 1  # B's inf was seen
+        outs.append(out)
+    assert torch.equal(outs[0], outs[1])
+    b[0, 300, 2] = 1.0
+    out, ranges = _cpu_native.lut_bmm_native(lib, a, b, m.lut_bits(), 7, 0, force=(swap, direct))
+    assert ranges[0, 5] == 0
+    assert_sum_close(out, products(a, b, "mbm7"))

@@ -153,6 +153,14 @@ COST_DIRECT = 1.3
 #: Estimated work (ns on one thread) below which a call stays on the calling thread: handing
 #: work to another thread and waiting for it costs tens of microseconds.
 ONE_THREAD_NS = 200_000
+#: Long reductions with few output pieces are cut into k chunks of about this length,
+#: summed into separate partial outputs that are added in chunk order at the end: the
+#: threads then share the k range instead of each building the same V tables (or decoding
+#: the same B) for its own rows. The chunks do not depend on the thread count, so neither
+#: do the sums.
+K_CHUNK = 4096
+#: Fewer (batch, column tile) pieces than this, and k of at least two chunks: k chunks.
+K_CHUNK_MAX_PIECES = 4
 
 
 def _tiles(swap: bool, direct: bool, r: int, k: int, n: int, m: int) -> tuple[int, int]:
@@ -240,8 +248,8 @@ def lut_bmm_native(
     n = b.shape[-1]
     out = torch.empty(nb, r, n, dtype=torch.float32)
     workers = max(1, torch.get_num_threads())
-    swap, direct, kt, nt, parts, work_len = _schedule(
-        nb, r, k, n, mantissa_bits, workers, force, k_tile, ONE_THREAD_NS
+    swap, direct, kt, nt, chunks, parts, work_len = _schedule(
+        nb, r, k, n, mantissa_bits, workers, force, k_tile, ONE_THREAD_NS, K_CHUNK
     )
     lut = lut_bits.contiguous()
     lut_t = _transposed(lut)
@@ -258,6 +266,9 @@ def lut_bmm_native(
         # kernel reading A once or twice is faster strided than after the transposing copy
         # (measured on LeNet-5's weight gradients).
         a = a.contiguous()
+    if chunks:
+        return _chunked(lib, a, b, c, out, lut, lut_t, mantissa_bits, rounding, direct, kt, nt,
+                        chunks, parts, work_len, swap)  # fmt: skip
     ranges = np.empty((len(parts), nb, 6), dtype=np.int32)
     ranges[...] = _RANGES_INIT
     head = (
@@ -294,6 +305,65 @@ def lut_bmm_native(
     return out, torch.from_numpy(np.ascontiguousarray(merged))
 
 
+def _chunked(
+    lib: Any,
+    a: Tensor,
+    b: Tensor,
+    c: Tensor,
+    out: Tensor,
+    lut: Tensor,
+    lut_t: Tensor,
+    mantissa_bits: int,
+    rounding: int,
+    direct: bool,
+    kt: int,
+    nt: int,
+    chunks: tuple[tuple[int, int], ...],
+    parts: tuple[tuple[int, ...], ...],
+    work_len: int,
+    swap: bool,
+) -> tuple[Tensor, Tensor]:
+    """:func:`lut_bmm_native` over k chunks (see :data:`K_CHUNK`): each chunk's product into
+    its own partial output, the partials added in chunk order into ``c`` (the kernel's view of
+    ``out``). ``parts`` are the ``(first, last + 1)`` chunks of each thread."""
+    from approxsim.ops._cpu import _buffer, _run
+
+    nb, r, _ = a.shape
+    n = b.shape[-1]
+    partial = torch.empty(len(chunks), nb, r, n, dtype=torch.float32)
+    ranges = np.empty((len(chunks), nb, 6), dtype=np.int32)
+    ranges[...] = _RANGES_INIT
+    n_tiles = -(-n // nt)
+    jobs = [
+        (
+            a.data_ptr() + 4 * k0 * a.stride(2), *a.stride(),
+            b.data_ptr() + 4 * k0 * b.stride(1), *b.stride(),
+            partial[ci].data_ptr(), *partial[ci].stride(),
+            k1 - k0, n, lut.data_ptr(), lut_t.data_ptr(), mantissa_bits, rounding,
+            0, nb, 0, r, 0, n_tiles, nt, min(kt, k1 - k0), int(direct),
+        )
+        for ci, (k0, k1) in enumerate(chunks)
+    ]  # fmt: skip
+    status = [0] * len(chunks)
+
+    def call(j: int, lo: int, hi: int) -> None:
+        work = _buffer(f"native{j}", work_len, torch.float32).data_ptr()
+        for ci in range(lo, hi):
+            status[ci] = lib.approxsim_gemm_gather(*jobs[ci], work, ranges[ci].ctypes.data)
+
+    _run(call, [(j, lo, hi) for j, (lo, hi) in enumerate(parts)])
+    if any(status):
+        raise RuntimeError(f"approxsim CPU kernel failed with status {status}")
+    total = partial[0]
+    for ci in range(1, len(chunks)):
+        total += partial[ci]
+    c.copy_(total)
+    merged = np.where(_RANGES_MIN, ranges.min(axis=0), ranges.max(axis=0))
+    if swap:
+        merged = merged[:, [3, 4, 5, 0, 1, 2]]
+    return out, torch.from_numpy(np.ascontiguousarray(merged))
+
+
 @functools.lru_cache(maxsize=512)
 def _schedule(
     nb: int,
@@ -305,10 +375,14 @@ def _schedule(
     force: tuple[bool, bool] | None,
     k_tile: int | None,
     one_thread_ns: float,
-) -> tuple[bool, bool, int, int, tuple[tuple[int, ...], ...], int]:
-    """``(swap, direct, k_tile, n_tile, parts, work floats)`` of one call (cached: layers call
-    with the same shapes every step). ``parts`` are the ``(b_lo, b_hi, r_lo, r_hi, t_lo,
-    t_hi)`` blocks of the threads, in the kernel's (possibly swapped) orientation."""
+    k_chunk: int,
+) -> tuple[
+    bool, bool, int, int, tuple[tuple[int, int], ...], tuple[tuple[int, ...], ...], int
+]:  # fmt: skip
+    """``(swap, direct, k_tile, n_tile, chunks, parts, work floats)`` of one call (cached:
+    layers call with the same shapes every step). Without k chunks (``chunks`` empty),
+    ``parts`` are the ``(b_lo, b_hi, r_lo, r_hi, t_lo, t_hi)`` blocks of the threads, in the
+    kernel's (possibly swapped) orientation; with them, each thread's range of chunks."""
     from approxsim.ops._cpu import split_range
 
     cost, swap, direct = _best(r, k, n, mantissa_bits)
@@ -322,6 +396,14 @@ def _schedule(
     n_tiles = -(-n // nt)
     if nb * cost < one_thread_ns:
         workers = 1
+    lib = _load_library()
+    if direct:
+        work_len = int(lib.approxsim_direct_work(kt, nt))
+    else:
+        work_len = int(lib.approxsim_gather_work(kt, nt, mantissa_bits))
+    if k >= 2 * k_chunk and nb * n_tiles < K_CHUNK_MAX_PIECES:
+        chunks = tuple(split_range(k, -(-k // k_chunk)))
+        return swap, direct, kt, nt, chunks, tuple(split_range(len(chunks), workers)), work_len
     # Split what needs no duplicated V building first: column tiles, then batches, then rows.
     parts: list[tuple[int, ...]]
     if n_tiles >= workers or workers == 1:
@@ -330,12 +412,7 @@ def _schedule(
         parts = [(lo, hi, 0, r, 0, n_tiles) for lo, hi in split_range(nb, workers)]
     else:
         parts = [(0, nb, lo, hi, 0, n_tiles) for lo, hi in split_range(r, workers)]
-    lib = _load_library()
-    if direct:
-        work_len = int(lib.approxsim_direct_work(kt, nt))
-    else:
-        work_len = int(lib.approxsim_gather_work(kt, nt, mantissa_bits))
-    return swap, direct, kt, nt, tuple(parts), work_len
+    return swap, direct, kt, nt, (), tuple(parts), work_len
 
 
 def transposed_copy(x: Tensor) -> Tensor:
