@@ -17,6 +17,8 @@ def _model() -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(2, 4, 3, stride=2, padding=1, groups=2),
         nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1),  # its input gradient runs the patches' backward
+        nn.ReLU(),
         nn.Flatten(),
         nn.Linear(4 * 4 * 4, 3),
     )

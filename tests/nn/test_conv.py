@@ -136,10 +136,14 @@ def _make(kind: str, case: str, **kw: Any) -> tuple[nn.Module, nn.Module, torch.
 ALL_CASES = [("2d", c) for c in CONV2D_CASES] + [("1d", c) for c in CONV1D_CASES]
 
 
-@pytest.fixture(params=["unfold", "slices"])
+@pytest.fixture(params=["windows", "windows-torch", "slices"])
 def patch_gather(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test with each way of gathering the patch matrix, whatever the channel count."""
+    """Run a test with each way of gathering the patch matrix, whatever the channel count:
+    Aᵀ from the (C, N, H, W) input by the compiled kernel or by torch operations (its GPU and
+    torch.compile form), or A from a channels-last copy."""
     monkeypatch.setattr(AF, "_SLICE_MIN_CHANNELS", 1 if request.param == "slices" else 1 << 30)
+    if request.param == "windows-torch":
+        monkeypatch.setattr(AF, "_native_kernels", lambda x: None)
     return str(request.param)
 
 
@@ -267,3 +271,30 @@ def test_errors_say_what_is_wrong() -> None:
         conv(torch.randn(1, 4, 2, 2))
     with pytest.raises(ValueError, match="padding_mode"):
         AF.conv2d(torch.randn(1, 4, 5, 5), conv.weight, multiplier="mitchell7", padding_mode="edge")
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        (5, 5, 1, 1, 1, 1, 2, 2),
+        (3, 2, 2, 3, 1, 2, 1, 0),
+        (3, 3, 1, 1, 2, 2, 3, 1),
+        (1, 1, 2, 2, 1, 1, 0, 0),
+    ],
+)
+def test_native_patches_equal_the_torch_form(geometry: tuple[int, ...]) -> None:
+    """The compiled im2col/col2im and the torch form: same patches, same input gradient."""
+    if AF._native_kernels(torch.zeros(1)) is None:
+        pytest.skip("no compiled kernel on this machine")
+    g = torch.Generator().manual_seed(sum(geometry))
+    x = torch.randn(5, 3, 9, 11, generator=g).transpose(0, 1)  # (C, N, H, W) view, as in conv
+    xa = x.detach().clone().requires_grad_()
+    xb = x.detach().clone().requires_grad_()
+    native = AF._PatchesT.apply(xa, geometry)
+    torch_form = AF._patches_t_torch(xb, geometry)
+    assert torch.equal(native, torch_form)
+    upstream = torch.randn(native.shape, generator=g)
+    native.backward(upstream)
+    torch_form.backward(upstream)
+    assert xa.grad is not None and xb.grad is not None
+    assert torch.equal(xa.grad, xb.grad)

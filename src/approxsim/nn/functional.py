@@ -178,9 +178,68 @@ class _Transposed(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+        if _native_kernels(grad) is None:
+            return grad.transpose(1, 2).contiguous()
         from approxsim.ops._cpu_native import transposed_copy
 
-        return transposed_copy(grad.contiguous() if not grad.is_contiguous() else grad)
+        return transposed_copy(grad.contiguous())
+
+
+class _PatchesT(torch.autograd.Function):
+    """The transposed patch matrix ``(C·kh·kw, N, Ho, Wo)`` of an input ``x`` given as
+    ``(C, N, H, W)`` (any strides), zero padding included: rows in ``F.unfold``'s (channel, kh,
+    kw) order, each a copy of whole output rows. The compiled kernel's im2col/col2im for plain
+    CPU tensors in eager mode; :class:`_ShiftedSlices` of the padded input elsewhere (GPU,
+    ``torch.compile``). Both give the same values and the same gradient sums."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, geometry: tuple[int, ...]) -> Tensor:  # type: ignore[override]
+        ctx.shape = tuple(x.shape)
+        ctx.geometry = geometry
+        lib = _native_kernels(x)
+        if lib is not None:
+            from approxsim.ops._cpu_native import im2col_t
+
+            return im2col_t(lib, x, geometry)  # type: ignore[arg-type]
+        return _patches_t_torch(x, geometry)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None]:  # type: ignore[override]
+        lib = _native_kernels(grad)
+        if lib is not None:
+            from approxsim.ops._cpu_native import col2im_t
+
+            return col2im_t(lib, grad, ctx.shape, ctx.geometry), None
+        kh, kw, sh, sw, dh, dw, ph, pw = ctx.geometry
+        c, n, h, w = ctx.shape
+        ho, wo = grad.shape[2], grad.shape[3]
+        gpad = grad.new_zeros((c, n, h + 2 * ph, w + 2 * pw))
+        taps = grad.reshape(c, kh * kw, n, ho, wo)
+        for q, win in enumerate(_windows(4, (2, 3), (kh, kw), (ho, wo), (sh, sw), (dh, dw))):
+            gpad[win] += taps[:, q]
+        return gpad[:, :, ph : ph + h, pw : pw + w], None
+
+
+def _patches_t_torch(x: Tensor, geometry: tuple[int, ...]) -> Tensor:
+    """:class:`_PatchesT` in torch operations (differentiable)."""
+    kh, kw, sh, sw, dh, dw, ph, pw = geometry
+    c, n, h, w = x.shape
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    xc = F.pad(x, (pw, pw, ph, ph))
+    cols = _ShiftedSlices.apply(xc, (2, 3), 1, (kh, kw), (ho, wo), (sh, sw), (dh, dw))
+    return cols.reshape(c * kh * kw, n, ho, wo)
+
+
+def _native_kernels(x: Tensor) -> Any | None:
+    """The compiled CPU kernel library when ``x`` is a plain float32 CPU tensor in eager mode
+    (no ``torch.compile``, fake tensors or ``torch.func``), else ``None``."""
+    if x.dtype != torch.float32:
+        return None
+    from approxsim.ops._cpu_native import load
+    from approxsim.ops.matmul import _eager_cpu
+
+    return load() if _eager_cpu(x, x) else None
 
 
 def _windows(
@@ -273,9 +332,8 @@ def _im2col_conv2d(
             # of whole output rows; A is its transposed view, which the CPU kernel decodes
             # sixteen rows at a time (F.unfold plus the transposing copy cost several times
             # more).
-            xc = F.pad(xs.transpose(0, 1), (pw, pw, ph, ph))  # (C, nb, H, W), zero-padded
-            cols_t = _ShiftedSlices.apply(  # (C, kh·kw, nb, Ho, Wo): K in unfold's order
-                xc, (2, 3), 1, (kh, kw), (ho, wo), (sh, sw), (dh, dw)
+            cols_t = _PatchesT.apply(  # (C·kh·kw, nb, Ho, Wo): K in unfold's order
+                xs.transpose(0, 1), (kh, kw, sh, sw, dh, dw, ph, pw)
             )
             a = _Transposed.apply(cols_t.reshape(g, k, nb * length))
         y = approx_matmul(a, wt, passes)  # (G, nb·L, O/G)

@@ -33,6 +33,7 @@ namespace {
 
 
 constexpr int kPrefetchRows = 8;  // rows of A fetched ahead in the row loop
+constexpr int kPrefetchBlocks = 8;  // blocks of 16 rows of a column-major A fetched ahead
 
 struct Decoded {
     int32_t index;  // LUT index (top M fraction bits, rounded when asked)
@@ -207,6 +208,8 @@ inline void decode_block(const float* x, int64_t sak, int nr, int kt, int32_t q_
     for (int kk = 0; kk < kt; ++kk) {
         vu16 bits = vu16{};
         if (nr == 16) {
+            // kt columns are kt streams far apart: fetch a few blocks ahead in each.
+            __builtin_prefetch(x + kk * sak + 16 * kPrefetchBlocks);
             memcpy(&bits, x + kk * sak, 64);
         } else {
             const uint32_t* xb = reinterpret_cast<const uint32_t*>(x + kk * sak);
@@ -497,6 +500,74 @@ void approxsim_transpose(const float* src, int64_t lds, float* dst, int64_t ldd,
             int64_t c1 = c0 + 8 < cols ? c0 + 8 : cols;
             for (int64_t c = c0; c < c1; ++c)
                 for (int64_t r = r0; r < r1; ++r) dst[c * ldd + r] = src[r * lds + c];
+        }
+    }
+}
+
+// The patch matrix of a 2-D convolution, transposed (one plane per kernel tap):
+//     out[q][n][oh][ow] = x[c][n][oh·sh + i·dh − ph][ow·sw + j·dw − pw]   (0 outside x)
+// with q = (c·kh + i)·kw + j, for the planes q_lo..q_hi. x is (C, N, H, W) with any strides.
+void approxsim_im2col_t(const float* x, int64_t sxc, int64_t sxn, int64_t sxh, int64_t sxw,
+                        int64_t N, int64_t H, int64_t W, int kh, int kw, int sh, int sw, int dh,
+                        int dw, int ph, int pw, int64_t Ho, int64_t Wo, float* out, int64_t q_lo,
+                        int64_t q_hi) {
+    for (int64_t q = q_lo; q < q_hi; ++q) {
+        const int64_t c = q / (kh * kw);
+        const int i = (int)((q / kw) % kh), j = (int)(q % kw);
+        // Output columns whose input column j·dw − pw + ow·sw lies inside [0, W).
+        const int64_t w0 = (int64_t)j * dw - pw;
+        int64_t lo = w0 >= 0 ? 0 : (-w0 + sw - 1) / sw;
+        int64_t hi = W - w0 <= 0 ? 0 : (W - w0 + sw - 1) / sw;
+        if (hi > Wo) hi = Wo;
+        if (lo > hi) lo = hi;
+        float* plane = out + q * N * Ho * Wo;
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t oh = 0; oh < Ho; ++oh) {
+                float* orow = plane + (n * Ho + oh) * Wo;
+                const int64_t h = oh * sh + (int64_t)i * dh - ph;
+                if (h < 0 || h >= H) {
+                    memset(orow, 0, 4 * Wo);
+                    continue;
+                }
+                const float* xrow = x + c * sxc + n * sxn + h * sxh;
+                for (int64_t ow = 0; ow < lo; ++ow) orow[ow] = 0.0f;
+                if (sw == 1 && sxw == 1) {
+                    memcpy(orow + lo, xrow + w0 + lo, 4 * (hi - lo));
+                } else {
+                    for (int64_t ow = lo; ow < hi; ++ow) orow[ow] = xrow[(w0 + ow * sw) * sxw];
+                }
+                for (int64_t ow = hi; ow < Wo; ++ow) orow[ow] = 0.0f;
+            }
+        }
+    }
+}
+
+// The adjoint of approxsim_im2col_t for channels c_lo..c_hi: gx (C, N, H, W), contiguous and
+// zeroed by the caller, receives g[q][n][oh][ow] at the input position each came from, the
+// taps q of a channel added in increasing order.
+void approxsim_col2im_t(const float* g, int64_t N, int64_t H, int64_t W, int kh, int kw,
+                        int sh, int sw, int dh, int dw, int ph, int pw, int64_t Ho, int64_t Wo,
+                        float* gx, int64_t c_lo, int64_t c_hi) {
+    for (int64_t c = c_lo; c < c_hi; ++c) {
+        for (int i = 0; i < kh; ++i) {
+            for (int j = 0; j < kw; ++j) {
+                const int64_t q = (c * kh + i) * kw + j;
+                const int64_t w0 = (int64_t)j * dw - pw;
+                int64_t lo = w0 >= 0 ? 0 : (-w0 + sw - 1) / sw;
+                int64_t hi = W - w0 <= 0 ? 0 : (W - w0 + sw - 1) / sw;
+                if (hi > Wo) hi = Wo;
+                if (lo > hi) lo = hi;
+                const float* plane = g + q * N * Ho * Wo;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t oh = 0; oh < Ho; ++oh) {
+                        const int64_t h = oh * sh + (int64_t)i * dh - ph;
+                        if (h < 0 || h >= H) continue;
+                        const float* grow = plane + (n * Ho + oh) * Wo;
+                        float* xrow = gx + ((c * N + n) * H + h) * W;
+                        for (int64_t ow = lo; ow < hi; ++ow) xrow[w0 + ow * sw] += grow[ow];
+                    }
+                }
+            }
         }
     }
 }

@@ -26,7 +26,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["kernel_choice", "load", "lut_bmm_native", "plan", "transposed_copy"]
+__all__ = [
+    "col2im_t",
+    "im2col_t",
+    "kernel_choice",
+    "load",
+    "lut_bmm_native",
+    "plan",
+    "transposed_copy",
+]
 
 SOURCE = Path(__file__).with_name("_cpu_kernel.cc")
 FLAGS = ["-O3", "-march=native", "-std=gnu++17", "-fPIC", "-shared", "-fno-strict-aliasing"]
@@ -115,6 +123,14 @@ def _load_library() -> Any:
         ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
     ]  # fmt: skip
     lib.approxsim_transpose.restype = None
+    i64, i32 = ctypes.c_int64, ctypes.c_int
+    geometry = [i64, i64, i64, *[i32] * 8, i64, i64]  # N, H, W, kh..pw, Ho, Wo
+    lib.approxsim_im2col_t.argtypes = [
+        ctypes.c_void_p, i64, i64, i64, i64, *geometry, ctypes.c_void_p, i64, i64,
+    ]  # fmt: skip
+    lib.approxsim_im2col_t.restype = None
+    lib.approxsim_col2im_t.argtypes = [ctypes.c_void_p, *geometry, ctypes.c_void_p, i64, i64]
+    lib.approxsim_col2im_t.restype = None
     return lib
 
 
@@ -446,3 +462,45 @@ def transposed_copy(x: Tensor) -> Tensor:
 
     _run(call, [(grp,) for grp in groups])
     return out
+
+
+#: ``(kh, kw, sh, sw, dh, dw, ph, pw)`` of a 2-D convolution: kernel, stride, dilation, padding.
+ConvGeometry2d = tuple[int, int, int, int, int, int, int, int]
+
+
+def _out_size(size: int, k: int, s: int, d: int, p: int) -> int:
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def im2col_t(lib: Any, x: Tensor, geometry: ConvGeometry2d) -> Tensor:
+    """The transposed patch matrix ``(C·kh·kw, N, Ho, Wo)`` of ``x`` ``(C, N, H, W)`` (float32,
+    CPU, any strides; zero padding), rows in ``F.unfold``'s (channel, kh, kw) order."""
+    from approxsim.ops._cpu import _run, split_range
+
+    kh, kw, sh, sw, dh, dw, ph, pw = geometry
+    c, n, h, w = x.shape
+    ho, wo = _out_size(h, kh, sh, dh, ph), _out_size(w, kw, sw, dw, pw)
+    out = torch.empty(c * kh * kw, n, ho, wo, dtype=torch.float32)
+    planes = c * kh * kw
+    workers = max(1, torch.get_num_threads()) if out.numel() >= 1 << 16 else 1
+    head = (x.data_ptr(), *x.stride(), n, h, w, *geometry, ho, wo, out.data_ptr())
+    _run(lib.approxsim_im2col_t, [(*head, lo, hi) for lo, hi in split_range(planes, workers)])
+    return out
+
+
+def col2im_t(
+    lib: Any, g: Tensor, shape: tuple[int, int, int, int], geometry: ConvGeometry2d
+) -> Tensor:
+    """The adjoint of :func:`im2col_t`: ``g`` ``(C·kh·kw, N, Ho, Wo)`` summed back into a
+    contiguous ``(C, N, H, W)`` tensor, each element's taps added in (kh, kw) order."""
+    from approxsim.ops._cpu import _run, split_range
+
+    kh, kw, sh, sw, dh, dw, ph, pw = geometry
+    c, n, h, w = shape
+    ho, wo = _out_size(h, kh, sh, dh, ph), _out_size(w, kw, sw, dw, pw)
+    g = g.contiguous()
+    gx = torch.zeros(shape, dtype=torch.float32)
+    workers = max(1, torch.get_num_threads()) if g.numel() >= 1 << 16 else 1
+    head = (g.data_ptr(), n, h, w, *geometry, ho, wo, gx.data_ptr())
+    _run(lib.approxsim_col2im_t, [(*head, lo, hi) for lo, hi in split_range(c, workers)])
+    return gx
