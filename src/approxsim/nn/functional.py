@@ -299,12 +299,13 @@ def _im2col_conv2d(
     length = ho * wo
     if n == 0:
         return x.new_zeros((0, o, ho, wo))
-    # The patches are stacked from kh·kw shifted windows of the padded input (F.unfold and
-    # the transposing copy its channel-major columns need cost several times more). Many
-    # channels: windows of a channels-last copy, K in (kh, kw, channel) order, A written row
-    # by row. Few channels (windows of a few floats are slow to stack that way): windows of
-    # the (C, N, H, W) input, whole output rows at a time, giving Aᵀ.
-    slices = cg >= _SLICE_MIN_CHANNELS
+    # Never F.unfold (its output and the transposing copy its channel-major layout needs cost
+    # several times more). With the compiled kernel (plain CPU tensors, eager mode), and
+    # otherwise with few channels: Aᵀ from the kh·kw windows of the (C, N, H, W) input, whole
+    # output rows at a time (_PatchesT). Many channels without it (GPU, torch.compile):
+    # windows of a channels-last copy, K in (kh, kw, channel) order, A written row by row
+    # (windows a few floats wide are slow to stack that way).
+    slices = cg >= _SLICE_MIN_CHANNELS and _native_kernels(x) is None
     # Operand B: the kernel of each group, (G, K, O/G), rows in A's K order.
     if slices:
         wt = weight.reshape(g, og, cg, kh, kw).permute(0, 3, 4, 2, 1).reshape(g, k, og)
