@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # One prepared run for a machine with a GPU: set up, test the compiled Triton kernels against the
-# CPU specification, then benchmark approximate vs native (TF32 off and on). Results go to
+# CPU specification, then measure every GPU target of the speed issue: approximate vs native ops
+# (TF32 off and on, plus large square GEMMs for the T MAC/s figure), whole models (training step
+# vs native float32, TF32 off) and the LUT engine on the GPU against single- and multi-threaded
+# direct simulation of a C model on the CPU. Results go to
 # ${OUT:-gpu-results}/ (JSON + logs) so they can be copied into docs/bench/. PyTorch must be a
 # CUDA build there: set APPROXSIM_TORCH (e.g. torch==2.14.1) when the default is a CPU build.
 set -uo pipefail
@@ -15,4 +18,10 @@ A=.venv/bin/approxsim
 $A bench ops --device cuda --reps 5 --json "$OUT/gpu-ops.json" 2>"$OUT/bench.err" | tee "$OUT/gpu-ops.txt"
 $A bench ops --device cuda --reps 5 --tf32 --json "$OUT/gpu-ops-tf32.json" 2>>"$OUT/bench.err" \
     | tee "$OUT/gpu-ops-tf32.txt"
+$A bench ops --device cuda --reps 3 --problems gemm2048,gemm4096 --json "$OUT/gpu-ops-large.json" \
+    2>>"$OUT/bench.err" | tee "$OUT/gpu-ops-large.txt"
+$A bench models --device cuda --models lenet5,resnet18,resnet50 --batch-size 32 --batches 10 \
+    --json "$OUT/gpu-models.json" 2>>"$OUT/bench.err" | tee "$OUT/gpu-models.txt"
+$A bench direct --device cuda --c examples/mitchell.c --function mitchell_mul --mantissa-bits 7 \
+    --json "$OUT/gpu-direct.json" 2>>"$OUT/bench.err" | tee "$OUT/gpu-direct.txt"
 echo "gpu_check: results in $OUT"

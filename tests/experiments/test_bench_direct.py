@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from approxsim.experiments.bench import Problem, add_bench_parser
 from approxsim.experiments.bench_direct import bench_direct, format_direct_table, run_direct_cli
@@ -76,6 +77,9 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = _parse([*base, "--c", str(EXAMPLE), "--problems", "gemm9999"])
     assert run_direct_cli(args) == 2
     assert "unknown problem" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert run_direct_cli(_parse([*base, "--c", str(EXAMPLE), "--device", "cuda"])) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
     args = _parse([*base[:3], "not_there", *base[4:], "--c", str(EXAMPLE)])
     assert run_direct_cli(args) == 2
     assert "not_there" in capsys.readouterr().err

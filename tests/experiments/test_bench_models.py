@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from approxsim.experiments.bench import add_bench_parser
 from approxsim.experiments.bench_models import bench_models, format_models_table, run_models_cli
@@ -30,6 +31,7 @@ def test_bench_models_rows() -> None:
         assert r["approx"]["samples_per_s"] > 0
         assert r["slowdown"] == pytest.approx(r["approx"]["mean_s"] / r["native"]["mean_s"])
     assert res["multiplier"] == "mbm7" and any("training, approx" in ln for ln in lines)
+    assert res["device"] == "cpu" and res["tf32"] is False
     assert "lenet300100" in format_models_table(res)
     json.dumps(res)
 
@@ -43,3 +45,9 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_models_cli(_parse(["bench", "models", "--models", "alexnet"])) == 2
     assert "unknown model" in capsys.readouterr().err
     assert run_models_cli(_parse(["bench", "models", "--multiplier", "nope9"])) == 2
+    assert run_models_cli(_parse(["bench", "models", "--tf32"])) == 2
+    assert "tf32 applies to CUDA" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert run_models_cli(_parse(["bench", "models", "--device", "cuda"])) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert run_models_cli(_parse(["bench", "models", "--device", "mps"])) == 2

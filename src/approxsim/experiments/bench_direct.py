@@ -5,7 +5,9 @@ simulation"): the user's compiled functional model called once per product insid
 compiled GEMM loop, summing in float32, on one thread and on all threads. The same C file is
 built into a :class:`~approxsim.Multiplier` (its LUT checked bit for bit against the model),
 and ``approxsim.matmul`` runs the same problem, so the speed-up is measured, not assumed. The
-two results agree within float32 summation order (every product is the model's).
+two results agree within float32 summation order (every product is the model's). With
+``--device cuda`` the LUT engine runs on the GPU (timed with synchronization) against the same
+CPU baselines: the GPU simulation against CPU simulation of the model, as ApproxTrain reports it.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from approxsim._text import text_table
 from approxsim.experiments.bench import (
     BenchError,
     Problem,
+    _resolve_device,
     _resolve_problems,
     _run_settings,
+    _synchronizer,
     _time_calls,
     _timing,
     machine_record,
@@ -60,6 +64,7 @@ def bench_direct(
     reps: int = 3,
     warmup: int = 1,
     threads: int | None = None,
+    device: str | torch.device = "cpu",
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Time direct simulation of a C model against approxsim's LUT engine on GEMM problems.
@@ -75,6 +80,8 @@ def bench_direct(
         reps: Timed calls per implementation (median reported).
         warmup: Untimed calls before timing.
         threads: Threads for both engines (default: torch's).
+        device: Where the LUT engine runs: ``"cpu"`` or a CUDA device (the direct
+            baselines always run on the CPU).
         progress: Called with a line per step.
 
     Returns:
@@ -84,18 +91,21 @@ def bench_direct(
         difference of the two results over the largest |result|).
 
     Raises:
-        BenchError: unknown problems; CompilerError and MultiplierError from the build.
+        BenchError: unknown problems, an unavailable device; CompilerError and
+        MultiplierError from the build.
     """
     from approxsim.multipliers.cmodel import from_c, load_cmodel
     from approxsim.ops import matmul
 
     say = progress or (lambda _line: None)
     probs = _resolve_problems(list(problems or DIRECT_PROBLEMS), quick=False)
+    dev = _resolve_device(device)
+    sync = _synchronizer(dev)
     say(f"building {function} from {source if isinstance(source, Path) else 'the source'}")
     model = load_cmodel(source, function, language=language)
     mult = from_c(source, function, mantissa_bits, language=language, rounding=rounding)
     rows = []
-    with _run_settings(torch.device("cpu"), False, threads):
+    with _run_settings(dev, False, threads):
         nthreads = torch.get_num_threads()
         for i, p in enumerate(probs, 1):
             gen = torch.Generator().manual_seed(i)
@@ -104,13 +114,14 @@ def bench_direct(
             a = _nonzero(torch.randn(p.r, p.k, generator=gen))
             b = _nonzero(torch.randn(p.k, p.n, generator=gen))
             an, bn = a.numpy(), b.numpy()
-            say(f"[{i}/{len(probs)}] {p.name} ({p.shape}): approxsim.matmul")
-            lut_t = _time_calls(partial(matmul, a, b, mult), reps, warmup, _no_sync)
+            ad, bd = a.to(dev), b.to(dev)
+            say(f"[{i}/{len(probs)}] {p.name} ({p.shape}): approxsim.matmul on {dev}")
+            lut_t = _time_calls(partial(matmul, ad, bd, mult), reps, warmup, sync)
             say(f"[{i}/{len(probs)}] {p.name}: direct, {nthreads} threads")
             par_t = _time_calls(partial(model.gemm, an, bn, nthreads), reps, warmup, _no_sync)
             say(f"[{i}/{len(probs)}] {p.name}: direct, 1 thread")
             one_t = _time_calls(partial(model.gemm, an, bn, 1), reps, warmup, _no_sync)
-            got = matmul(a, b, mult).numpy()
+            got = matmul(ad, bd, mult).cpu().numpy()
             ref = model.gemm(an, bn, nthreads)
             scale = float(np.abs(ref).max()) or 1.0
             lut, one, par = (_timing(t, p.macs) for t in (lut_t, one_t, par_t))
@@ -127,7 +138,8 @@ def bench_direct(
             )
     return {
         "schema": SCHEMA,
-        "machine": machine_record("cpu"),
+        "machine": machine_record(dev),
+        "device": str(dev),
         "model": {
             "function": function,
             "source": str(source) if isinstance(source, Path) else None,
@@ -173,7 +185,12 @@ def format_direct_table(result: dict[str, Any]) -> str:
     out.insert(
         0,
         f"approxsim bench direct: {m['function']} (M={m['mantissa_bits']}), "
-        f"{result['machine']['cpu']}, {t} threads, median of the timed calls",
+        f"{result['machine']['cpu']}, {t} threads, median of the timed calls"
+        + (
+            f"; LUT engine on {result['machine'].get('gpu')} ({result['device']})"
+            if str(result.get("device", "cpu")).startswith("cuda")
+            else ""
+        ),
     )
     return "\n".join(out)
 
@@ -202,6 +219,9 @@ def add_direct_parser(bsub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--reps", type=int_at_least(1), default=3, help="timed calls (3)")
     p.add_argument("--warmup", type=int_at_least(0), default=1, help="untimed calls (1)")
     p.add_argument("--threads", type=int_at_least(1), metavar="T", help="threads (default: all)")
+    p.add_argument(
+        "--device", default="cpu", help="where approxsim.matmul runs: cpu or cuda[:N] (cpu)"
+    )
     p.add_argument("--json", metavar="FILE", help="also write all results to FILE")
 
 
@@ -227,6 +247,7 @@ def run_direct_cli(args: argparse.Namespace) -> int:
             reps=args.reps,
             warmup=args.warmup,
             threads=args.threads,
+            device=args.device,
             progress=say,
         )
         print(format_direct_table(result))

@@ -4,7 +4,9 @@ Inference follows ApproxTrain's protocol: batches of ``batch_size`` (32 by defau
 model in eval mode, the first batch discarded, the mean time of the rest reported. Training
 steps (forward, cross-entropy, backward, SGD update) are timed the same way. Inputs are random
 images of the model's input shape, so no dataset is needed; every linear and convolution layer
-of the approximate model runs through the multiplier (``convert_model``).
+of the approximate model runs through the multiplier (``convert_model``). On a CUDA device the
+native baseline is IEEE float32 unless TF32 is asked for (``--tf32``), and every timed call
+is synchronized.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from approxsim._argtypes import int_at_least
 from approxsim._text import text_table
 from approxsim.experiments.bench import (
     BenchError,
+    _resolve_device,
     _run_settings,
+    _synchronizer,
     _time_calls,
     machine_record,
     save_results,
@@ -35,10 +39,6 @@ __all__ = ["DEFAULT_MODELS", "SCHEMA", "bench_models", "format_models_table"]
 SCHEMA = "approxsim.bench.models/1"
 DEFAULT_MODELS = ("lenet300100", "lenet5", "resnet18")
 MODES = ("inference", "training")
-
-
-def _no_sync() -> None:
-    pass
 
 
 def _runners(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Callable[[], object]]:
@@ -67,6 +67,8 @@ def bench_models(
     batch_size: int = 32,
     batches: int = 5,
     threads: int | None = None,
+    device: str | torch.device = "cpu",
+    tf32: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Samples per second of each model, native float32 and converted to ``multiplier``.
@@ -77,6 +79,8 @@ def bench_models(
         batch_size: Images per batch (ApproxTrain's protocol uses 32).
         batches: Timed batches per mode, after one discarded batch.
         threads: CPU threads (default: torch's).
+        device: ``"cpu"`` or a CUDA device (models and batches are moved there).
+        tf32: On CUDA, let the native baseline use TF32 (default: IEEE float32).
         progress: Called with a line per step.
 
     Returns:
@@ -85,7 +89,8 @@ def bench_models(
         samples/s, and ``slowdown`` (approximate time / native time).
 
     Raises:
-        BenchError: an unknown model; MultiplierError: an unknown multiplier.
+        BenchError: an unknown model, an unavailable device, ``tf32`` off CUDA;
+        MultiplierError: an unknown multiplier.
     """
     from approxsim.convert import convert_model
     from approxsim.models import create_model, list_models, model_info
@@ -97,22 +102,26 @@ def bench_models(
     if unknown:
         raise BenchError(f"unknown model(s) {unknown}; known: {', '.join(list_models())}")
     mult = get_multiplier(multiplier)
+    dev = _resolve_device(device)
+    if tf32 and dev.type != "cuda":
+        raise BenchError("tf32 applies to CUDA devices only; drop it or use device 'cuda'")
+    sync = _synchronizer(dev)
     rows = []
-    with _run_settings(torch.device("cpu"), False, threads):
+    with _run_settings(dev, tf32, threads):
         for i, name in enumerate(names, 1):
             shape = tuple(model_info(name)["input_shape"])
             gen = torch.Generator().manual_seed(i)
-            x = torch.randn(batch_size, *shape, generator=gen)
-            y = torch.randint(0, 10, (batch_size,), generator=gen)
+            x = torch.randn(batch_size, *shape, generator=gen).to(dev)
+            y = torch.randint(0, 10, (batch_size,), generator=gen).to(dev)
             times: dict[str, dict[str, list[float]]] = {mode: {} for mode in MODES}
             for kind in ("native", "approx"):
                 torch.manual_seed(0)
-                model = create_model(name, num_classes=10)
+                model = create_model(name, num_classes=10).to(dev)
                 if kind == "approx":
                     model = convert_model(model, mult, inplace=True)
                 for mode, fn in _runners(model, x, y).items():
                     say(f"[{i}/{len(names)}] {name} {mode}, {kind}")
-                    times[mode][kind] = _time_calls(fn, batches, 1, _no_sync)
+                    times[mode][kind] = _time_calls(fn, batches, 1, sync)
             for mode in MODES:
                 native = statistics.fmean(times[mode]["native"])
                 approx = statistics.fmean(times[mode]["approx"])
@@ -128,7 +137,9 @@ def bench_models(
                 )
     return {
         "schema": SCHEMA,
-        "machine": machine_record("cpu"),
+        "machine": machine_record(dev),
+        "device": str(dev),
+        "tf32": tf32,
         "multiplier": mult.name,
         "batch_size": batch_size,
         "batches": batches,
@@ -151,11 +162,17 @@ def format_models_table(result: dict[str, Any]) -> str:
             )
         )
     out = text_table(header, rows, left=2)
+    device = str(result.get("device", "cpu"))
+    where = (
+        f"{result['machine'].get('gpu')} ({device}"
+        + (", native TF32 on)" if result.get("tf32") else ", native IEEE float32)")
+        if device.startswith("cuda")
+        else f"{result['machine']['cpu']}, {result['machine']['torch_threads']} threads"
+    )
     out.insert(
         0,
         f"approxsim bench models: batch {result['batch_size']}, first batch discarded, mean of "
-        f"{result['batches']}; {result['machine']['cpu']}, "
-        f"{result['machine']['torch_threads']} threads",
+        f"{result['batches']}; {where}",
     )
     return "\n".join(out)
 
@@ -180,6 +197,8 @@ def add_models_parser(bsub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--batches", type=int_at_least(1), default=5, help="timed batches after the first (5)"
     )
     p.add_argument("--threads", type=int_at_least(1), metavar="T", help="threads (default: all)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (cpu)")
+    p.add_argument("--tf32", action="store_true", help="on CUDA, let the native baseline use TF32")
     p.add_argument("--json", metavar="FILE", help="also write all results to FILE")
 
 
@@ -196,6 +215,8 @@ def run_models_cli(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             batches=args.batches,
             threads=args.threads,
+            device=args.device,
+            tf32=args.tf32,
             progress=say,
         )
         print(format_models_table(result))
