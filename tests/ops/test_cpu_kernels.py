@@ -244,3 +244,12 @@ def test_native_k_chunks(monkeypatch: pytest.MonkeyPatch, swap: bool, direct: bo
     out, ranges = _cpu_native.lut_bmm_native(lib, a, b, m.lut_bits(), 7, 0, force=(swap, direct))
     assert ranges[0, 5] == 0
     assert_sum_close(out, products(a, b, "mbm7"))
+
+
+def test_k_chunks_keep_partial_outputs_bounded() -> None:
+    if _cpu_native.load() is None:
+        pytest.skip("no compiled kernel on this machine")
+    chunks = _cpu_native._schedule(1, 25, 100352, 6, 7, 2, None, None, 0, 4096)[4]
+    assert len(chunks) == 25 and chunks[0] == (0, 4015)
+    # A million rows of 64 columns in two chunks would need 512 MiB of partial outputs.
+    assert _cpu_native._schedule(1, 1_000_000, 8192, 64, 7, 2, None, None, 0, 4096)[4] == ()

@@ -177,6 +177,8 @@ ONE_THREAD_NS = 200_000
 K_CHUNK = 4096
 #: Fewer (batch, column tile) pieces than this, and k of at least two chunks: k chunks.
 K_CHUNK_MAX_PIECES = 4
+#: ... as long as the partial outputs (one per chunk) take at most this many bytes.
+K_CHUNK_PARTIAL_BYTES = 64 << 20
 
 
 def _tiles(swap: bool, direct: bool, r: int, k: int, n: int, m: int) -> tuple[int, int]:
@@ -417,8 +419,13 @@ def _schedule(
         work_len = int(lib.approxsim_direct_work(kt, nt))
     else:
         work_len = int(lib.approxsim_gather_work(kt, nt, mantissa_bits))
-    if k >= 2 * k_chunk and nb * n_tiles < K_CHUNK_MAX_PIECES:
-        chunks = tuple(split_range(k, -(-k // k_chunk)))
+    n_chunks = -(-k // k_chunk)
+    if (
+        k >= 2 * k_chunk
+        and nb * n_tiles < K_CHUNK_MAX_PIECES
+        and 4 * n_chunks * nb * r * n <= K_CHUNK_PARTIAL_BYTES
+    ):
+        chunks = tuple(split_range(k, n_chunks))
         return swap, direct, kt, nt, chunks, tuple(split_range(len(chunks), workers)), work_len
     # Split what needs no duplicated V building first: column tiles, then batches, then rows.
     parts: list[tuple[int, ...]]
