@@ -471,6 +471,14 @@ __attribute__((optimize("no-tree-vectorize"))) void gemm_direct(const float* a, 
     ra.merge(dec.range());
 }
 
+// The output columns lo..hi whose input column w0 + ow·sw lies inside [0, W).
+inline void inside_columns(int64_t w0, int sw, int64_t W, int64_t Wo, int64_t& lo, int64_t& hi) {
+    lo = w0 >= 0 ? 0 : (-w0 + sw - 1) / sw;
+    hi = W - w0 <= 0 ? 0 : (W - w0 + sw - 1) / sw;
+    if (hi > Wo) hi = Wo;
+    if (lo > hi) lo = hi;
+}
+
 }  // namespace
 
 extern "C" {
@@ -514,12 +522,9 @@ void approxsim_im2col_t(const float* x, int64_t sxc, int64_t sxn, int64_t sxh, i
     for (int64_t q = q_lo; q < q_hi; ++q) {
         const int64_t c = q / (kh * kw);
         const int i = (int)((q / kw) % kh), j = (int)(q % kw);
-        // Output columns whose input column j·dw − pw + ow·sw lies inside [0, W).
         const int64_t w0 = (int64_t)j * dw - pw;
-        int64_t lo = w0 >= 0 ? 0 : (-w0 + sw - 1) / sw;
-        int64_t hi = W - w0 <= 0 ? 0 : (W - w0 + sw - 1) / sw;
-        if (hi > Wo) hi = Wo;
-        if (lo > hi) lo = hi;
+        int64_t lo, hi;
+        inside_columns(w0, sw, W, Wo, lo, hi);
         float* plane = out + q * N * Ho * Wo;
         for (int64_t n = 0; n < N; ++n) {
             for (int64_t oh = 0; oh < Ho; ++oh) {
@@ -553,10 +558,8 @@ void approxsim_col2im_t(const float* g, int64_t N, int64_t H, int64_t W, int kh,
             for (int j = 0; j < kw; ++j) {
                 const int64_t q = (c * kh + i) * kw + j;
                 const int64_t w0 = (int64_t)j * dw - pw;
-                int64_t lo = w0 >= 0 ? 0 : (-w0 + sw - 1) / sw;
-                int64_t hi = W - w0 <= 0 ? 0 : (W - w0 + sw - 1) / sw;
-                if (hi > Wo) hi = Wo;
-                if (lo > hi) lo = hi;
+                int64_t lo, hi;
+                inside_columns(w0, sw, W, Wo, lo, hi);
                 const float* plane = g + q * N * Ho * Wo;
                 for (int64_t n = 0; n < N; ++n) {
                     for (int64_t oh = 0; oh < Ho; ++oh) {

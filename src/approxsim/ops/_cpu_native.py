@@ -307,7 +307,6 @@ def lut_bmm_native(
     ]
     if len(jobs) == 1:
         status = [lib.approxsim_gemm_gather(*jobs[0])]
-        merged = ranges[0]
     else:
         status = [0] * len(jobs)
 
@@ -315,12 +314,21 @@ def lut_bmm_native(
             status[j] = lib.approxsim_gemm_gather(*args)
 
         _run(call, [(j, *job) for j, job in enumerate(jobs)])
-        merged = np.where(_RANGES_MIN, ranges.min(axis=0), ranges.max(axis=0))
+    return out, _merged_ranges(status, ranges, swap)
+
+
+def _merged_ranges(status: list[int], ranges: np.ndarray, swap: bool) -> Tensor:
+    """Check the kernel calls' ``status`` and merge their per-call exponent records
+    ``ranges`` (calls, B, 6) into one (B, 6) tensor, in A/B order of the caller's operands."""
     if any(status):
         raise RuntimeError(f"approxsim CPU kernel failed with status {status}")
+    if len(ranges) == 1:
+        merged = ranges[0]
+    else:
+        merged = np.where(_RANGES_MIN, ranges.min(axis=0), ranges.max(axis=0))
     if swap:
         merged = merged[:, [3, 4, 5, 0, 1, 2]]
-    return out, torch.from_numpy(np.ascontiguousarray(merged))
+    return torch.from_numpy(np.ascontiguousarray(merged))
 
 
 def _chunked(
@@ -370,16 +378,12 @@ def _chunked(
             status[ci] = lib.approxsim_gemm_gather(*jobs[ci], work, ranges[ci].ctypes.data)
 
     _run(call, [(j, lo, hi) for j, (lo, hi) in enumerate(parts)])
-    if any(status):
-        raise RuntimeError(f"approxsim CPU kernel failed with status {status}")
+    merged = _merged_ranges(status, ranges, swap)
     total = partial[0]
     for ci in range(1, len(chunks)):
         total += partial[ci]
     c.copy_(total)
-    merged = np.where(_RANGES_MIN, ranges.min(axis=0), ranges.max(axis=0))
-    if swap:
-        merged = merged[:, [3, 4, 5, 0, 1, 2]]
-    return out, torch.from_numpy(np.ascontiguousarray(merged))
+    return out, merged
 
 
 @functools.lru_cache(maxsize=512)
