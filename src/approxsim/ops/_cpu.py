@@ -280,13 +280,17 @@ def unsafe_batches(ranges: Tensor, lut_bits: Tensor, *, v_over_a: bool) -> list[
     """
     le_lo, le_hi = _lut_exponents(lut_bits)
     if len(ranges) <= 4:  # the usual case: plain Python beats a dozen tiny numpy calls
-        return [
-            i
-            for i, row in enumerate(ranges.tolist())
-            if _unsafe(*row, le_lo=le_lo, le_hi=le_hi, v_over_a=v_over_a)
-        ]
-    rg = ranges.numpy().astype(np.int64)
-    a_lo, a_hi, a_sp, b_lo, b_hi, b_sp = (rg[:, j] for j in range(6))
+        rows = ranges.tolist()
+        return [i for i, row in enumerate(rows) if _unsafe(row, le_lo, le_hi, v_over_a)]
+    columns = list(ranges.numpy().astype(np.int64).T)
+    return [int(i) for i in np.flatnonzero(_unsafe(columns, le_lo, le_hi, v_over_a))]
+
+
+def _unsafe(fields: list[Any], le_lo: int, le_hi: int, v_over_a: bool) -> Any:
+    """:func:`unsafe_batches`' rule for one batch (``fields``: six Python ints; a bool) or for
+    many at once (six numpy int64 columns; a bool array); the LUT's unbiased exponents span
+    ``le_lo..le_hi``."""
+    a_lo, a_hi, a_sp, b_lo, b_hi, b_sp = fields
     a_nz = a_lo <= a_hi
     b_nz = b_lo <= b_hi
     v_lo = b_lo - 127 + le_lo
@@ -296,23 +300,7 @@ def unsafe_batches(ranges: Tensor, lut_bits: Tensor, *, v_over_a: bool) -> list[
     if v_over_a:
         bad |= a_nz & ((a_lo - 127 + le_lo < -126) | (a_hi - 127 + le_hi > 127))
     bad |= a_nz & b_nz & ((a_lo - 127 + v_lo < -126) | (a_hi - 127 + v_hi > 127))
-    return [int(i) for i in np.flatnonzero(bad)]
-
-
-def _unsafe(
-    a_lo: int, a_hi: int, a_sp: int, b_lo: int, b_hi: int, b_sp: int, *,
-    le_lo: int, le_hi: int, v_over_a: bool,
-) -> bool:  # fmt: skip
-    """:func:`unsafe_batches` for one batch."""
-    if a_sp or b_sp:
-        return True
-    a_nz, b_nz = a_lo <= a_hi, b_lo <= b_hi
-    v_lo, v_hi = b_lo - 127 + le_lo, b_hi - 127 + le_hi
-    if b_nz and (v_lo < -126 or v_hi > 127):
-        return True
-    if v_over_a and a_nz and (a_lo - 127 + le_lo < -126 or a_hi - 127 + le_hi > 127):
-        return True
-    return a_nz and b_nz and (a_lo - 127 + v_lo < -126 or a_hi - 127 + v_hi > 127)
+    return bad
 
 
 def _lut_bmm_numba(
