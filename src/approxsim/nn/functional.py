@@ -28,6 +28,7 @@ from torch import Tensor
 from approxsim.multipliers import Multiplier
 from approxsim.ops import PassMultipliers, resolve_passes
 from approxsim.ops import matmul as approx_matmul
+from approxsim.ops._cpu_native import conv_out_size
 
 __all__ = [
     "linear",
@@ -158,12 +159,26 @@ class _ShiftedSlices(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        dims, stack_dim, kernel, out_size, stride, dilation = ctx.args
-        gx = grad.new_zeros(ctx.shape)
-        windows = _windows(len(ctx.shape), dims, kernel, out_size, stride, dilation)
-        for q, w in enumerate(windows):
-            gx[w] += grad.select(stack_dim, q)
-        return gx, None, None, None, None, None, None
+        return _windows_adjoint(grad, ctx.shape, *ctx.args), None, None, None, None, None, None
+
+
+def _windows_adjoint(
+    grad: Tensor,
+    shape: Sequence[int],
+    dims: tuple[int, int],
+    stack_dim: int,
+    kernel: tuple[int, int],
+    out_size: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+) -> Tensor:
+    """The backward of :class:`_ShiftedSlices`: each window's gradient (``grad`` along
+    ``stack_dim``) added, windows in order, into one zero tensor of ``shape``."""
+    gx = grad.new_zeros(tuple(shape))
+    windows = _windows(len(shape), dims, kernel, out_size, stride, dilation)
+    for q, w in enumerate(windows):
+        gx[w] += grad.select(stack_dim, q)
+    return gx
 
 
 class _Transposed(torch.autograd.Function):
@@ -213,10 +228,9 @@ class _PatchesT(torch.autograd.Function):
         kh, kw, sh, sw, dh, dw, ph, pw = ctx.geometry
         c, n, h, w = ctx.shape
         ho, wo = grad.shape[2], grad.shape[3]
-        gpad = grad.new_zeros((c, n, h + 2 * ph, w + 2 * pw))
         taps = grad.reshape(c, kh * kw, n, ho, wo)
-        for q, win in enumerate(_windows(4, (2, 3), (kh, kw), (ho, wo), (sh, sw), (dh, dw))):
-            gpad[win] += taps[:, q]
+        padded = (c, n, h + 2 * ph, w + 2 * pw)
+        gpad = _windows_adjoint(taps, padded, (2, 3), 1, (kh, kw), (ho, wo), (sh, sw), (dh, dw))
         return gpad[:, :, ph : ph + h, pw : pw + w], None
 
 
@@ -224,8 +238,7 @@ def _patches_t_torch(x: Tensor, geometry: tuple[int, ...]) -> Tensor:
     """:class:`_PatchesT` in torch operations (differentiable)."""
     kh, kw, sh, sw, dh, dw, ph, pw = geometry
     c, n, h, w = x.shape
-    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    ho, wo = conv_out_size(h, kh, sh, dh, ph), conv_out_size(w, kw, sw, dw, pw)
     xc = F.pad(x, (pw, pw, ph, ph))
     cols = _ShiftedSlices.apply(xc, (2, 3), 1, (kh, kw), (ho, wo), (sh, sw), (dh, dw))
     return cols.reshape(c * kh * kw, n, ho, wo)
@@ -286,8 +299,7 @@ def _im2col_conv2d(
     sh, sw = stride
     ph, pw = pad_zeros
     dh, dw = dilation
-    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    ho, wo = conv_out_size(h, kh, sh, dh, ph), conv_out_size(w, kw, sw, dw, pw)
     if ho <= 0 or wo <= 0:
         raise RuntimeError(
             f"approxsim conv: the padded input ({h + 2 * ph}x{w + 2 * pw}) is smaller than the "

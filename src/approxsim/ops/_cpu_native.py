@@ -28,6 +28,7 @@ from torch import Tensor
 
 __all__ = [
     "col2im_t",
+    "conv_out_size",
     "im2col_t",
     "kernel_choice",
     "load",
@@ -479,7 +480,9 @@ def transposed_copy(x: Tensor) -> Tensor:
 ConvGeometry2d = tuple[int, int, int, int, int, int, int, int]
 
 
-def _out_size(size: int, k: int, s: int, d: int, p: int) -> int:
+def conv_out_size(size: int, k: int, s: int, d: int, p: int) -> int:
+    """Output length of a convolution: input ``size``, kernel ``k``, stride ``s``, dilation
+    ``d``, zero padding ``p`` on each side."""
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
@@ -490,7 +493,7 @@ def im2col_t(lib: Any, x: Tensor, geometry: ConvGeometry2d) -> Tensor:
 
     kh, kw, sh, sw, dh, dw, ph, pw = geometry
     c, n, h, w = x.shape
-    ho, wo = _out_size(h, kh, sh, dh, ph), _out_size(w, kw, sw, dw, pw)
+    ho, wo = conv_out_size(h, kh, sh, dh, ph), conv_out_size(w, kw, sw, dw, pw)
     out = torch.empty(c * kh * kw, n, ho, wo, dtype=torch.float32)
     planes = c * kh * kw
     workers = max(1, torch.get_num_threads()) if out.numel() >= 1 << 16 else 1
@@ -508,7 +511,7 @@ def col2im_t(
 
     kh, kw, sh, sw, dh, dw, ph, pw = geometry
     c, n, h, w = shape
-    ho, wo = _out_size(h, kh, sh, dh, ph), _out_size(w, kw, sw, dw, pw)
+    ho, wo = conv_out_size(h, kh, sh, dh, ph), conv_out_size(w, kw, sw, dw, pw)
     g = g.contiguous()
     gx = torch.zeros(shape, dtype=torch.float32)
     workers = max(1, torch.get_num_threads()) if g.numel() >= 1 << 16 else 1
