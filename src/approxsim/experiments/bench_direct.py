@@ -30,6 +30,7 @@ from approxsim.experiments.bench import (
     _resolve_device,
     _resolve_problems,
     _run_settings,
+    _stderr,
     _synchronizer,
     _time_calls,
     _timing,
@@ -229,9 +230,6 @@ def run_direct_cli(args: argparse.Namespace) -> int:
     """Run ``approxsim bench direct``; returns the exit status (2: user error)."""
     from approxsim.multipliers.cmodel import CompilerError
 
-    def say(line: str) -> None:
-        print(f"bench: {line}", file=sys.stderr, flush=True)
-
     try:
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -248,11 +246,11 @@ def run_direct_cli(args: argparse.Namespace) -> int:
             warmup=args.warmup,
             threads=args.threads,
             device=args.device,
-            progress=say,
+            progress=_stderr,
         )
         print(format_direct_table(result))
         if args.json:
-            say(f"results written to {save_results(result, args.json)}")
+            _stderr(f"results written to {save_results(result, args.json)}")
     except (BenchError, CompilerError, MultiplierError, OSError) as exc:
         print(f"approxsim: error: {exc}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ from approxsim.experiments.bench import (
     BenchError,
     _resolve_device,
     _run_settings,
+    _stderr,
     _synchronizer,
     _time_calls,
     machine_record,
@@ -205,9 +206,6 @@ def add_models_parser(bsub: argparse._SubParsersAction[argparse.ArgumentParser])
 def run_models_cli(args: argparse.Namespace) -> int:
     """Run ``approxsim bench models``; returns the exit status (2: user error)."""
 
-    def say(line: str) -> None:
-        print(f"bench: {line}", file=sys.stderr, flush=True)
-
     try:
         result = bench_models(
             args.multiplier,
@@ -217,11 +215,11 @@ def run_models_cli(args: argparse.Namespace) -> int:
             threads=args.threads,
             device=args.device,
             tf32=args.tf32,
-            progress=say,
+            progress=_stderr,
         )
         print(format_models_table(result))
         if args.json:
-            say(f"results written to {save_results(result, args.json)}")
+            _stderr(f"results written to {save_results(result, args.json)}")
     except (BenchError, MultiplierError, OSError) as exc:
         print(f"approxsim: error: {exc}", file=sys.stderr)
         return 2
