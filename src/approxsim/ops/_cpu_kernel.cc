@@ -32,6 +32,11 @@
 namespace {
 
 
+#if defined(__AVX512F__)
+constexpr int kVectorBytes = 64;
+#else
+constexpr int kVectorBytes = 32;
+#endif
 constexpr int kPrefetchRows = 8;  // rows of A fetched ahead in the row loop
 constexpr int kPrefetchBlocks = 8;  // blocks of 16 rows of a column-major A fetched ahead
 
@@ -126,39 +131,59 @@ inline void transpose8(__m256 r[8]) {
 typedef uint32_t vu16 __attribute__((vector_size(64)));
 typedef int32_t vi16 __attribute__((vector_size(64)));
 
+// Hardware-width vectors (8 lanes with AVX2, 16 with AVX-512). GCC compiles comparisons and
+// selects on generic vectors wider than the hardware's lane by lane, as scalar code.
+typedef uint32_t vu __attribute__((vector_size(kVectorBytes)));
+typedef int32_t vi __attribute__((vector_size(kVectorBytes)));
+constexpr int kLanes = kVectorBytes / 4;
+constexpr int kParts = 16 / kLanes;
+
 // Sixteen operands at once: what decode() does, in vector registers. Lane j's offset is
 // base[j] + index·i_mul; lo/hi/special accumulate the exponent range per lane (zero and
 // subnormal lanes, such as zero padding, are left out of it).
 struct Decode16 {
     uint32_t half, round_mask, shift, i_mul;
-    vi16 lo, hi, special;
+    vi lo[kParts], hi[kParts], special[kParts];
     Decode16(int shift_, uint32_t nearest, int32_t i_mul_)
         : half((1u << (shift_ - 1)) - 1u), round_mask(0u - nearest), shift((uint32_t)shift_),
           i_mul((uint32_t)i_mul_) {
-        for (int j = 0; j < 16; ++j) lo[j] = 255, hi[j] = 0, special[j] = 0;
+        for (int p = 0; p < kParts; ++p) {
+            for (int j = 0; j < kLanes; ++j) lo[p][j] = 255, hi[p][j] = 0, special[p][j] = 0;
+        }
     }
-    inline void operator()(vu16 bits, vi16 base, int32_t* __restrict off,
+    inline void operator()(vu16 bits16, vi16 base16, int32_t* __restrict off,
                            float* __restrict w) {
-        vu16 mag = bits & 0x7FFFFFFFu;
-        vu16 e0 = mag >> 23;
-        vi16 fin = (e0 != 0u) & (e0 != 255u);  // all-ones lanes where finite and nonzero
-        vu16 add = (half + ((mag >> shift) & 1u)) & round_mask & (vu16)fin;
-        vu16 rnd = ((mag + add) >> shift) << shift;
-        vu16 e = rnd >> 23;
-        vi16 ok = (e0 != 0u) & (e != 255u);
-        vu16 idx = ((rnd & 0x7FFFFFu) >> shift) & (vu16)ok;
-        vi16 o = (vi16)((vu16)base + idx * i_mul);
-        vu16 wb = (bits & 0x80000000u) | ((e << 23) & (vu16)ok);
-        memcpy(off, &o, 64);
-        memcpy(w, &wb, 64);
-        vi16 ei = (vi16)e;
-        lo = (ok != 0 && ei < lo) ? ei : lo;
-        hi = (ok != 0 && ei > hi) ? ei : hi;
-        special |= (vi16)(e == 255u);
+#pragma GCC unroll 2
+        for (int p = 0; p < kParts; ++p) {
+            vu bits;
+            vi base;
+            memcpy(&bits, reinterpret_cast<const char*>(&bits16) + p * kVectorBytes, kVectorBytes);
+            memcpy(&base, reinterpret_cast<const char*>(&base16) + p * kVectorBytes, kVectorBytes);
+            vu mag = bits & 0x7FFFFFFFu;
+            vu e0 = mag >> 23;
+            vi fin = (e0 != 0u) & (e0 != 255u);  // all-ones lanes where finite and nonzero
+            vu add = (half + ((mag >> shift) & 1u)) & round_mask & (vu)fin;
+            vu rnd = ((mag + add) >> shift) << shift;
+            vu e = rnd >> 23;
+            vi ok = (e0 != 0u) & (e != 255u);
+            vu idx = ((rnd & 0x7FFFFFu) >> shift) & (vu)ok;
+            vi o = (vi)((vu)base + idx * i_mul);
+            vu wb = (bits & 0x80000000u) | ((e << 23) & (vu)ok);
+            memcpy(off + p * kLanes, &o, kVectorBytes);
+            memcpy(w + p * kLanes, &wb, kVectorBytes);
+            vi ei = (vi)e;
+            vi take_lo = ok & (ei < lo[p]), take_hi = ok & (ei > hi[p]);
+            lo[p] = (ei & take_lo) | (lo[p] & ~take_lo);
+            hi[p] = (ei & take_hi) | (hi[p] & ~take_hi);
+            special[p] |= (vi)(e == 255u);
+        }
     }
     Range range() const {
         Range out;
-        for (int j = 0; j < 16; ++j) out.merge(Range{lo[j], hi[j], special[j] != 0});
+        for (int p = 0; p < kParts; ++p) {
+            for (int j = 0; j < kLanes; ++j)
+                out.merge(Range{lo[p][j], hi[p][j], special[p][j] != 0});
+        }
         return out;
     }
 };
@@ -271,16 +296,19 @@ void build_v(const float* b, int64_t sbk, int64_t sbn, int64_t k0, int kt, int64
         }
 #endif
 #if defined(__AVX2__)
-        // Eight-wide tiles the same way with 8x8 transposes.
-        if (NT == 8 && rows % 8 == 0) {
-            for (int i0 = 0; i0 < rows; i0 += 8) {
-                __m256 blk[8];
-                for (int q = 0; q < 8; ++q) {
-                    const float* col = lut_t + (int64_t)ib[q] * rows + i0;
-                    blk[q] = _mm256_mul_ps(_mm256_set1_ps(wb[q]), _mm256_loadu_ps(col));
+        // The same with 8x8 transposes: eight-wide tiles, and every tile without AVX-512.
+        if (NT % 8 == 0 && rows % 8 == 0) {
+            for (int c0 = 0; c0 < NT; c0 += 8) {
+                for (int i0 = 0; i0 < rows; i0 += 8) {
+                    __m256 blk[8];
+                    for (int q = 0; q < 8; ++q) {
+                        const float* col = lut_t + (int64_t)ib[c0 + q] * rows + i0;
+                        blk[q] = _mm256_mul_ps(_mm256_set1_ps(wb[c0 + q]), _mm256_loadu_ps(col));
+                    }
+                    transpose8(blk);
+                    for (int p = 0; p < 8; ++p)
+                        _mm256_storeu_ps(vk + (int64_t)(i0 + p) * NT + c0, blk[p]);
                 }
-                transpose8(blk);
-                for (int p = 0; p < 8; ++p) _mm256_storeu_ps(vk + (int64_t)(i0 + p) * NT, blk[p]);
             }
             continue;
         }
@@ -318,38 +346,47 @@ void build_v(const float* b, int64_t sbk, int64_t sbn, int64_t k0, int kt, int64
 template <int NT>
 inline void accumulate_row(const float* v, const int32_t* off, const float* w, int step, int kt,
                            float* crow, int64_t scn, int nt, bool first) {
-    typedef float vec __attribute__((vector_size(NT * 4 < 64 ? NT * 4 : 64), aligned(4)));
-    constexpr int L = (NT * 4 < 64 ? NT * 4 : 64) / 4;  // floats per vector
-    constexpr int NV = NT / L;                          // vectors per V row
-    // Two k per step into two accumulator sets: the FMA chains stay short.
+    // Vectors no wider than the hardware's: wider generic vectors are split by the compiler
+    // through the stack (with AVX2 a 64-byte splat is written as four 16-byte stores and read
+    // back as two 32-byte loads, which stalls store forwarding on every step).
+    constexpr int VB = NT * 4 < kVectorBytes ? NT * 4 : kVectorBytes;
+    typedef float vec __attribute__((vector_size(VB), aligned(4)));
+    constexpr int L = VB / 4;    // floats per vector
+    constexpr int NV = NT / L;   // vectors per V row
+    // Two k per step into two accumulator sets, so the FMA chains stay short, unless one row
+    // already takes more than four vectors (AVX2 with 64-column tiles): then one set, which
+    // keeps all accumulators in the sixteen registers.
+    constexpr int SETS = NV > 4 ? 1 : 2;
     vec acc0[NV], acc1[NV];
-#pragma GCC unroll 4
+#pragma GCC unroll 16
     for (int j = 0; j < NV; ++j) acc0[j] = acc1[j] = vec{};
     int kk = 0;
-    for (; kk + 1 < kt; kk += 2) {
-        const vec* v0 = reinterpret_cast<const vec*>(v + off[kk * step]);
-        const vec* v1 = reinterpret_cast<const vec*>(v + off[(kk + 1) * step]);
-        const float w0 = w[kk * step], w1 = w[(kk + 1) * step];
-#pragma GCC unroll 4
-        for (int j = 0; j < NV; ++j) {
-            acc0[j] += w0 * v0[j];
-            acc1[j] += w1 * v1[j];
+    if constexpr (SETS == 2) {
+        for (; kk + 1 < kt; kk += 2) {
+            const vec* v0 = reinterpret_cast<const vec*>(v + off[kk * step]);
+            const vec* v1 = reinterpret_cast<const vec*>(v + off[(kk + 1) * step]);
+            const float w0 = w[kk * step], w1 = w[(kk + 1) * step];
+#pragma GCC unroll 16
+            for (int j = 0; j < NV; ++j) {
+                acc0[j] += w0 * v0[j];
+                acc1[j] += w1 * v1[j];
+            }
         }
     }
-    if (kk < kt) {
+    for (; kk < kt; ++kk) {
         const vec* v0 = reinterpret_cast<const vec*>(v + off[kk * step]);
         const float w0 = w[kk * step];
-#pragma GCC unroll 4
+#pragma GCC unroll 16
         for (int j = 0; j < NV; ++j) acc0[j] += w0 * v0[j];
     }
     if (scn == 1 && nt == NT) {  // a full tile of contiguous output: whole vectors
         vec* cv = reinterpret_cast<vec*>(crow);
-#pragma GCC unroll 4
+#pragma GCC unroll 16
         for (int j = 0; j < NV; ++j) cv[j] = first ? acc0[j] + acc1[j] : cv[j] + (acc0[j] + acc1[j]);
         return;
     }
     float out[NT];
-#pragma GCC unroll 4
+#pragma GCC unroll 16
     for (int j = 0; j < NV; ++j) {
         vec s = acc0[j] + acc1[j];
         memcpy(out + j * L, &s, sizeof(vec));
