@@ -12,7 +12,7 @@ from torch import nn
 
 from approxsim.nn import ApproxConv1d, ApproxConv2d
 from approxsim.nn import functional as AF
-from approxsim.ops import PassMultipliers
+from approxsim.ops import PassMultipliers, _cpu
 
 # (constructor kwargs, input shape); kernel sizes and input sizes kept tiny.
 CONV2D_CASES: dict[str, tuple[dict[str, Any], tuple[int, ...]]] = {
@@ -240,6 +240,30 @@ def test_batch_chunking_gives_the_same_result(monkeypatch: pytest.MonkeyPatch) -
     whole = approx(x)
     monkeypatch.setattr(AF, "UNFOLD_CHUNK_BYTES", 1)  # one sample per chunk
     torch.testing.assert_close(approx(x), whole, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["stride2", "groups2", "depthwise"])
+def test_inference_patch_buffer_matches_autograd_path(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without autograd the compiled path writes the patches into a scratch buffer kept
+    # between calls: results must equal the autograd path's, and a later call (other input,
+    # other size, chunked batch) must not disturb an earlier result.
+    ref, approx, x = _make("2d", case, multiplier="mitchell7")
+    if AF._native_kernels(x) is None:
+        pytest.skip("the compiled CPU kernel is not in use")
+    with_grad = approx(x)
+    assert with_grad.requires_grad
+    with torch.no_grad():
+        first = approx(x)
+        kept = first.clone()
+        approx(torch.randn(3, *x.shape[1:]))
+        monkeypatch.setattr(AF, "UNFOLD_CHUNK_BYTES", 1)  # one sample per chunk
+        chunked = approx(x)
+    assert any(name == "conv_patches" for _, name in _cpu._BUFFERS)  # the path was taken
+    torch.testing.assert_close(first, with_grad.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(first, kept, rtol=0, atol=0)
+    torch.testing.assert_close(chunked, first, rtol=1e-6, atol=1e-6)
 
 
 def test_from_float_to_float_round_trip() -> None:

@@ -486,15 +486,20 @@ def conv_out_size(size: int, k: int, s: int, d: int, p: int) -> int:
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
-def im2col_t(lib: Any, x: Tensor, geometry: ConvGeometry2d) -> Tensor:
+def im2col_t(lib: Any, x: Tensor, geometry: ConvGeometry2d, out: Tensor | None = None) -> Tensor:
     """The transposed patch matrix ``(C·kh·kw, N, Ho, Wo)`` of ``x`` ``(C, N, H, W)`` (float32,
-    CPU, any strides; zero padding), rows in ``F.unfold``'s (channel, kh, kw) order."""
+    CPU, any strides; zero padding), rows in ``F.unfold``'s (channel, kh, kw) order; written
+    into ``out`` (contiguous float32 of that many elements, any shape) when given."""
     from approxsim.ops._cpu import _run, split_range
 
     kh, kw, sh, sw, dh, dw, ph, pw = geometry
     c, n, h, w = x.shape
     ho, wo = conv_out_size(h, kh, sh, dh, ph), conv_out_size(w, kw, sw, dw, pw)
-    out = torch.empty(c * kh * kw, n, ho, wo, dtype=torch.float32)
+    shape = (c * kh * kw, n, ho, wo)
+    if out is None:
+        out = torch.empty(shape, dtype=torch.float32)
+    else:
+        out = out.view(shape)
     planes = c * kh * kw
     workers = max(1, torch.get_num_threads()) if out.numel() >= 1 << 16 else 1
     head = (x.data_ptr(), *x.stride(), n, h, w, *geometry, ho, wo, out.data_ptr())
