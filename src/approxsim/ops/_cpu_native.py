@@ -160,13 +160,15 @@ def load() -> Any | None:
         return None
 
 
-#: Rough per-thread costs in nanoseconds, measured on a 2-core AVX-512 CPU: one V entry
-#: (16-wide tiles built with in-register transposes; 8-wide ones with gathers), one row-gather
-#: step of ``n_tile`` columns, one direct product. They only rank the four ways to run a
-#: problem (row gather or direct, operands as given or swapped).
-COST_V = {8: 1.2, 16: 0.7, 32: 0.7, 64: 0.7}
+#: Rough per-thread costs in nanoseconds: one V entry (built with in-register transposes), one
+#: row-gather step of ``n_tile`` columns, one direct product; measured on two 2-core CPUs, one
+#: with AVX-512 and one with AVX2 only (V 0.15–0.20 ns per entry on both, steps 1.5–3 ns up to
+#: 32 columns and 5–7 ns for 64, direct products 0.8–0.9 ns; ``scripts/bench_strategies.py``).
+#: They only rank the four ways to run a problem (row gather or direct, operands as given or
+#: swapped).
+COST_V = {8: 0.2, 16: 0.2, 32: 0.2, 64: 0.2}
 COST_STEP = {8: 2.5, 16: 3.0, 32: 4.0, 64: 6.0}
-COST_DIRECT = 1.3
+COST_DIRECT = 0.9
 #: Estimated work (ns on one thread) below which a call stays on the calling thread: handing
 #: work to another thread and waiting for it costs tens of microseconds.
 ONE_THREAD_NS = 200_000
