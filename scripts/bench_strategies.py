@@ -23,13 +23,20 @@ from approxsim.ops.matmul import _lut_args
 SHAPES = [(16, 576, 64), (64, 576, 64), (64, 1024, 64), (256, 150, 16), (25, 3200, 6)]
 
 
-def _best_time(lib: object, a: torch.Tensor, b: torch.Tensor, force: tuple[bool, bool]) -> float:
-    lut, bits, rounding = _lut_args(get_multiplier("mitchell7"), torch.device("cpu"))
-    native.lut_bmm_native(lib, a, b, lut, bits, rounding, force=force)
+def _best_time(
+    lib: object,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    force: tuple[bool, bool],
+    multiplier: str = "mitchell7",
+    k_tile: int | None = None,
+) -> float:
+    lut, bits, rounding = _lut_args(get_multiplier(multiplier), torch.device("cpu"))
+    native.lut_bmm_native(lib, a, b, lut, bits, rounding, force=force, k_tile=k_tile)
     times = []
     for _ in range(7):
         start = time.perf_counter()
-        native.lut_bmm_native(lib, a, b, lut, bits, rounding, force=force)
+        native.lut_bmm_native(lib, a, b, lut, bits, rounding, force=force, k_tile=k_tile)
         times.append(time.perf_counter() - start)
     return min(times)
 
@@ -49,6 +56,14 @@ def main() -> None:
         v_ns = one / (k * 128 * n_tile) * 1e9
         step_ns = (many - one) / (64 * k) * 1e9
         print(f"n_tile {n_tile:2d}: V {v_ns:.3f} ns/entry, row step {step_ns:.2f} ns")
+    # The row step against the size of V (2^M rows per k, times the k tile): in L2 or not.
+    a, b = torch.randn(1, 8192, 576), torch.randn(1, 576, 64)
+    for m in (4, 5, 6, 7):
+        for v_kib in (128, 1024):
+            kt = max(1, v_kib * 1024 // ((1 << m) * 64 * 4))
+            t = _best_time(lib, a, b, (False, False), f"mitchell{m}", kt)
+            step = t / (8192 * 576) * 1e9
+            print(f"M={m}, V {v_kib:4d} KiB (k tile {kt:3d}): {step:.2f} ns per 64-column step")
     print(f"{'R x K x N':>14}  {'gather ms':>9}  {'direct ms':>9}  {'swapped ms':>10}  planner")
     for r, kk, n in SHAPES:
         a, b = torch.randn(1, r, kk), torch.randn(1, kk, n)
