@@ -216,6 +216,31 @@ def test_column_major_a_matches_row_major(kernel: str, special: float) -> None:
     assert_sum_close(got, products(a, b, "mitchell7"))
 
 
+@pytest.mark.parametrize("a_layout", ["rows", "columns"])
+@pytest.mark.parametrize(("swap", "direct"), [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("k_tile", [5, 64])
+def test_native_column_major_output(a_layout: str, swap: bool, direct: bool, k_tile: int) -> None:
+    # The gradient of a column-major operand is written column-major (blocks of 8 rows through
+    # a register transpose, the rest scalar): the same values, bit for bit, as row-major.
+    lib = _cpu_native.load()
+    if lib is None:
+        pytest.skip("no compiled kernel on this machine")
+    g = torch.Generator().manual_seed(k_tile)
+    a = torch.randn(2, 45, 61, generator=g)  # 45 rows: five blocks of 8 and a partial one
+    if a_layout == "columns":
+        a = a.transpose(1, 2).contiguous().transpose(1, 2)
+    b = torch.randn(2, 61, 83, generator=g)  # 83 columns: a partial tile
+    m = approxsim.get_multiplier("mitchell7")
+    args = (lib, a, b, m.lut_bits(), 7, 0)
+    rows, _ = _cpu_native.lut_bmm_native(*args, k_tile=k_tile, force=(swap, direct))
+    cols, _ = _cpu_native.lut_bmm_native(
+        *args, k_tile=k_tile, force=(swap, direct), column_major=True
+    )
+    assert cols.transpose(1, 2).is_contiguous() and not cols.is_contiguous()
+    assert torch.equal(cols, rows)
+    assert_sum_close(cols, products(a, b, "mitchell7"))
+
+
 @pytest.mark.parametrize(("swap", "direct"), [(False, False), (True, False), (False, True)])
 def test_native_k_chunks(monkeypatch: pytest.MonkeyPatch, swap: bool, direct: bool) -> None:
     """Long reductions with few output pieces run as k chunks summed in chunk order: the

@@ -182,10 +182,12 @@ def _windows_adjoint(
 
 
 class _Transposed(torch.autograd.Function):
-    """``x.transpose(1, 2)`` whose backward makes the gradient contiguous in ``x``'s layout
-    with the compiled kernel's blocked transpose: the convolution's patches are built as Aᵀ,
-    and the input gradient that comes back as A would otherwise reach
-    :class:`_ShiftedSlices` as a transposed view (slow to read window by window)."""
+    """``x.transpose(1, 2)`` whose backward makes the gradient contiguous in ``x``'s layout:
+    the convolution's patches are built as Aᵀ, and the input gradient that comes back as A
+    would otherwise reach :class:`_ShiftedSlices` or col2im as a transposed view (slow to read
+    window by window). The compiled CPU GEMM already writes it in that layout (the gradient
+    of a column-major operand is column-major); other gradients go through the kernel's
+    blocked transpose or torch's copy."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
@@ -193,6 +195,8 @@ class _Transposed(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+        if grad.transpose(1, 2).is_contiguous():  # the CPU GEMM wrote it in x's layout
+            return grad.transpose(1, 2)
         if _native_kernels(grad) is None:
             return grad.transpose(1, 2).contiguous()
         from approxsim.ops._cpu_native import transposed_copy

@@ -227,7 +227,12 @@ def _numba_tiles():  # -> numba dispatcher
 
 
 def lut_bmm_cpu(
-    a: Tensor, b: Tensor, lut_bits: Tensor, mantissa_bits: int, rounding: int
+    a: Tensor,
+    b: Tensor,
+    lut_bits: Tensor,
+    mantissa_bits: int,
+    rounding: int,
+    column_major: bool = False,
 ) -> Tensor:
     """Batched approximate matmul on CPU: ``(B, R, K) × (B, K, N) → (B, R, N)``, float32.
 
@@ -237,6 +242,8 @@ def lut_bmm_cpu(
         lut_bits: int32 flat LUT bits (``2^(2M)``), row = operand A's index.
         mantissa_bits: M.
         rounding: 0 = truncate, 1 = nearest.
+        column_major: with the compiled kernel, return the transposed view of a contiguous
+            (B, N, R) tensor (a layout request, not a promise: other paths return (B, R, N)).
     """
     nb, r, k = a.shape
     n = b.shape[-1]
@@ -246,7 +253,9 @@ def lut_bmm_cpu(
 
     lib = _cpu_native.load()
     if lib is not None:
-        out, ranges = _cpu_native.lut_bmm_native(lib, a, b, lut_bits, mantissa_bits, rounding)
+        out, ranges = _cpu_native.lut_bmm_native(
+            lib, a, b, lut_bits, mantissa_bits, rounding, column_major=column_major
+        )
         for bi in unsafe_batches(ranges, lut_bits, v_over_a=True):
             sl = slice(bi, bi + 1)
             out[sl] = lut_bmm_ref(a[sl], b[sl], lut_bits, mantissa_bits, rounding)

@@ -398,19 +398,59 @@ inline void accumulate_row(const float* v, const int32_t* off, const float* w, i
     }
 }
 
+// Write (first k tile) or add nr <= 8 rows of a row-major tile (NT floats per row) into a
+// column-major C (C[r, n] at c[r + n·scn]) at rows r0.., columns n0..n0+nt: full blocks of 8x8
+// through a register transpose, so each store is 8 consecutive floats of one column (scalar
+// stores 4 KiB·k apart would all land in one L1 set). Same float ops as the row-major path.
+template <int NT>
+inline void store_rows_t(const float* tile, int nr, float* c, int64_t scn, int64_t r0, int64_t n0,
+                         int nt, bool first) {
+    int q0 = 0;
+#if defined(__AVX2__)
+    if (nr == 8) {
+        for (; q0 + 8 <= nt; q0 += 8) {
+            __m256 blk[8];
+            for (int j = 0; j < 8; ++j) blk[j] = _mm256_loadu_ps(tile + j * NT + q0);
+            transpose8(blk);
+            for (int p = 0; p < 8; ++p) {
+                float* dst = c + (n0 + q0 + p) * scn + r0;
+                _mm256_storeu_ps(dst, first ? blk[p] : _mm256_add_ps(_mm256_loadu_ps(dst), blk[p]));
+            }
+        }
+    }
+#endif
+    for (int q = q0; q < nt; ++q) {
+        float* dst = c + (n0 + q) * scn + r0;
+        for (int j = 0; j < nr; ++j) dst[j] = first ? tile[j * NT + q] : dst[j] + tile[j * NT + q];
+    }
+}
+
 // Accumulate rows r_lo..r_hi of one (k-tile, column-tile) block through V. off/w hold
 // 16·kt entries: a column-major A (rows contiguous, sar == 1) is decoded sixteen rows at a
-// time, one vector per column, with no transposing copy.
+// time, one vector per column, with no transposing copy. A column-major C (scr == 1, the
+// gradient of a column-major operand) is written eight rows at a time through store_rows_t.
 template <int NT>
 void gather_rows(const float* a, int64_t sar, int64_t sak, int64_t r_lo, int64_t r_hi,
                  int64_t k0, int kt, const float* v, int rows, int shift, uint32_t nearest,
                  float* c, int64_t scr, int64_t scn, int64_t n0, int nt, bool first,
                  int32_t* off, float* w, Range& ra) {
     Decode16 dec(shift, nearest, NT);
+    const bool c_t = scr == 1 && scn != 1;
+    float tile[8 * NT];
     if (sar == 1 && sak != 1) {
         for (int64_t r0 = r_lo; r0 < r_hi; r0 += 16) {
             int nr = (int)(r_hi - r0 < 16 ? r_hi - r0 : 16);
             decode_block(a + r0 + k0 * sak, sak, nr, kt, rows * NT, dec, off, w);
+            if (c_t) {
+                for (int j0 = 0; j0 < nr; j0 += 8) {
+                    int nj = nr - j0 < 8 ? nr - j0 : 8;
+                    for (int j = 0; j < nj; ++j)
+                        accumulate_row<NT>(v, off + j0 + j, w + j0 + j, 16, kt, tile + j * NT, 1,
+                                           NT, true);
+                    store_rows_t<NT>(tile, nj, c, scn, r0 + j0, n0, nt, first);
+                }
+                continue;
+            }
             for (int j = 0; j < nr; ++j)
                 accumulate_row<NT>(v, off + j, w + j, 16, kt, c + (r0 + j) * scr + n0 * scn,
                                    scn, nt, first);
@@ -418,6 +458,7 @@ void gather_rows(const float* a, int64_t sar, int64_t sak, int64_t r_lo, int64_t
         ra.merge(dec.range());
         return;
     }
+    int pending = 0;  // rows of tile not yet stored (column-major C)
     for (int64_t r = r_lo; r < r_hi; ++r) {
         const float* arow = a + r * sar + k0 * sak;
         // Rows of one k-tile are far apart in A: fetch ahead, the hardware prefetcher won't.
@@ -426,6 +467,14 @@ void gather_rows(const float* a, int64_t sar, int64_t sak, int64_t r_lo, int64_t
             for (int q = 0; q < kt * sak * 4; q += 64) __builtin_prefetch(ahead + q);
         }
         decode_span(arow, sak, kt, shift, nearest, rows * NT, dec, ra, off, w);
+        if (c_t) {
+            accumulate_row<NT>(v, off, w, 1, kt, tile + pending * NT, 1, NT, true);
+            if (++pending == 8 || r + 1 == r_hi) {
+                store_rows_t<NT>(tile, pending, c, scn, r + 1 - pending, n0, nt, first);
+                pending = 0;
+            }
+            continue;
+        }
         accumulate_row<NT>(v, off, w, 1, kt, c + r * scr + n0 * scn, scn, nt, first);
     }
     ra.merge(dec.range());

@@ -255,19 +255,24 @@ def lut_bmm_native(
     *,
     k_tile: int | None = None,
     force: tuple[bool, bool] | None = None,
+    column_major: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Run the compiled kernel on ``(B, R, K) × (B, K, N)`` float32 (any strides).
 
     Returns ``(out, ranges)``: the (B, R, N) result and, per batch, the biased exponent range
     of A's and B's nonzero operands and whether an inf/NaN met, as int32 (B, 6); the caller
     decides from them which batches must be recomputed exactly. ``force = (swap, direct)``
-    overrides :func:`plan` (tests); ``k_tile`` its k tile.
+    overrides :func:`plan` (tests); ``k_tile`` its k tile. With ``column_major`` the result is
+    the transposed view of a contiguous (B, N, R) tensor (the kernel writes any strides).
     """
     from approxsim.ops._cpu import _buffer, _run
 
     nb, r, k = a.shape
     n = b.shape[-1]
-    out = torch.empty(nb, r, n, dtype=torch.float32)
+    if column_major:
+        out = torch.empty(nb, n, r, dtype=torch.float32).transpose(1, 2)
+    else:
+        out = torch.empty(nb, r, n, dtype=torch.float32)
     workers = max(1, torch.get_num_threads())
     swap, direct, kt, nt, chunks, parts, work_len = _schedule(
         nb, r, k, n, mantissa_bits, workers, force, k_tile, ONE_THREAD_NS, K_CHUNK

@@ -99,7 +99,12 @@ def _eager_cpu(a: Tensor, b: Tensor) -> bool:
     )
 
 
-def _bmm_pass(a: Tensor, b: Tensor, lut: Tensor, bits: int, rounding: int) -> Tensor:
+def _bmm_pass(
+    a: Tensor, b: Tensor, lut: Tensor, bits: int, rounding: int, like: Tensor | None = None
+) -> Tensor:
+    """One pass's product. ``like``: the operand a gradient is for; when it is column-major
+    (a transposed view, such as a convolution's patches) the compiled CPU kernel writes the
+    result in that layout, so no transposing copy is needed downstream."""
     if bits == 0:
         return torch.bmm(a, b)
     if a.device.type != "cpu":
@@ -109,7 +114,8 @@ def _bmm_pass(a: Tensor, b: Tensor, lut: Tensor, bits: int, rounding: int) -> Te
     if _eager_cpu(a, b):
         from approxsim.ops._cpu import lut_bmm_cpu
 
-        return lut_bmm_cpu(a, b, lut, bits, rounding)
+        column_major = like is not None and like.stride(1) == 1 and like.stride(2) != 1
+        return lut_bmm_cpu(a, b, lut, bits, rounding, column_major)
     return lut_bmm(a, b, lut, bits, rounding)
 
 
@@ -145,10 +151,10 @@ def _backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
     grad = grad.contiguous()
     if ctx.needs_input_grad[0]:
         # Input gradient: operand A = grad, operand B = bᵀ (ApproxTrain's (grad, w) order).
-        grad_a = _bmm_pass(grad, b.transpose(1, 2), lut_gi, ctx.bits[1], ctx.rounding[1])
+        grad_a = _bmm_pass(grad, b.transpose(1, 2), lut_gi, ctx.bits[1], ctx.rounding[1], a)
     if ctx.needs_input_grad[1]:
         # Weight gradient: operand A = aᵀ, operand B = grad (ApproxTrain's (x, grad) order).
-        grad_b = _bmm_pass(a.transpose(1, 2), grad, lut_gw, ctx.bits[2], ctx.rounding[2])
+        grad_b = _bmm_pass(a.transpose(1, 2), grad, lut_gw, ctx.bits[2], ctx.rounding[2], b)
     return grad_a, grad_b, None, None, None, None, None
 
 
