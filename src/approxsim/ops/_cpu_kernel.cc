@@ -400,8 +400,9 @@ inline void accumulate_row(const float* v, const int32_t* off, const float* w, i
 
 // Write (first k tile) or add nr <= 8 rows of a row-major tile (NT floats per row) into a
 // column-major C (C[r, n] at c[r + n·scn]) at rows r0.., columns n0..n0+nt: full blocks of 8x8
-// through a register transpose, so each store is 8 consecutive floats of one column (scalar
-// stores 4 KiB·k apart would all land in one L1 set). Same float ops as the row-major path.
+// through a register transpose, so each store is 8 consecutive floats of one column (a row's
+// scalar stores are 4·scn bytes apart, which for large R is a multiple of 4 KiB: all in one L1
+// set). Same float ops as the row-major path.
 template <int NT>
 inline void store_rows_t(const float* tile, int nr, float* c, int64_t scn, int64_t r0, int64_t n0,
                          int nt, bool first) {
