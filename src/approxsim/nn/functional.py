@@ -358,7 +358,7 @@ def _im2col_conv2d(
             from approxsim.ops._cpu_native import im2col_t
 
             numel = k * g * nb * length
-            out = _buffer("conv_patches", numel, torch.float32)[:numel]
+            out = _buffer("conv_patches", numel, torch.float32)
             cols_t = im2col_t(lib, xs.transpose(0, 1), geometry, out=out)
             a = cols_t.reshape(g, k, nb * length).transpose(1, 2)
         else:

@@ -160,13 +160,13 @@ def load() -> Any | None:
         return None
 
 
-#: Rough per-thread costs in nanoseconds: one V entry (built with in-register transposes), one
-#: row-gather step of ``n_tile`` columns, one direct product; measured on two 2-core CPUs, one
-#: with AVX-512 and one with AVX2 only (V 0.15–0.20 ns per entry on both, steps 1.5–3 ns up to
-#: 32 columns and 5–7 ns for 64, direct products 0.8–0.9 ns; ``scripts/bench_strategies.py``).
-#: They only rank the four ways to run a problem (row gather or direct, operands as given or
-#: swapped).
-COST_V = {8: 0.2, 16: 0.2, 32: 0.2, 64: 0.2}
+#: Rough per-thread costs in nanoseconds: one V entry (built with in-register transposes, the
+#: same for every tile width), one row-gather step of ``n_tile`` columns, one direct product;
+#: measured on two 2-core CPUs, one with AVX-512 and one with AVX2 only (V 0.15–0.20 ns per
+#: entry on both, steps 1.5–3 ns up to 32 columns and 5–7 ns for 64, direct products 0.8–0.9
+#: ns; ``scripts/bench_strategies.py``). They only rank the four ways to run a problem (row
+#: gather or direct, operands as given or swapped).
+COST_V = 0.2
 COST_STEP = {8: 2.5, 16: 3.0, 32: 4.0, 64: 6.0}
 COST_DIRECT = 0.9
 #: Estimated work (ns on one thread) below which a call stays on the calling thread: handing
@@ -203,7 +203,7 @@ def _best(r: int, k: int, n: int, mantissa_bits: int) -> tuple[float, bool, bool
     for swap, (rr, nn) in ((False, (r, n)), (True, (n, r))):
         _, nt = _tiles(swap, False, r, k, n, mantissa_bits)
         tiles = -(-nn // nt)
-        gather = k * tiles * ((1 << mantissa_bits) * nt * COST_V[nt] + rr * COST_STEP[nt])
+        gather = k * tiles * ((1 << mantissa_bits) * nt * COST_V + rr * COST_STEP[nt])
         for direct, cost in ((False, gather), (True, rr * k * nn * COST_DIRECT)):
             if best is None or cost < best[0]:
                 best = (cost, swap, direct)
