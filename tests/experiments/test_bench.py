@@ -271,6 +271,13 @@ def test_peak_memory_counts_what_a_call_allocates() -> None:
     assert peak is not None and size * 0.9 <= peak <= size * 1.5
     small = _peak_bytes(lambda: torch.ones(16), torch.device("cpu"))
     assert small is not None and small < 8 << 20
+    # Memory approxsim keeps between calls counts too: a recycled block, resident and idle
+    # before the call, is released first and the call's own allocation measured.
+    from approxsim.ops._cpu import recycled
+
+    recycled((size // 4,)).fill_(1.0)  # kept, idle, resident
+    again = _peak_bytes(lambda: recycled((size // 4,)).fill_(1.0), torch.device("cpu"))
+    assert again is not None and size * 0.9 <= again <= size * 1.5
     result = bench_ops(problems=["tiny_gemm"], reps=1, warmup=0)
     for row in result["rows"]:
         assert isinstance(row["approx"]["peak_bytes"], int)

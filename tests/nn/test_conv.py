@@ -322,3 +322,41 @@ def test_native_patches_equal_the_torch_form(geometry: tuple[int, ...]) -> None:
     torch_form.backward(upstream)
     assert xa.grad is not None and xb.grad is not None
     assert torch.equal(xa.grad, xb.grad)
+
+
+def _training_grads(conv: ApproxConv2d, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Forward every input first (all graphs alive at once), then each backward pass: the
+    input and weight gradients, in order."""
+    outs = []
+    for x in xs:
+        x.grad = None
+        outs.append(conv(x))
+    grads = []
+    for x, y in zip(xs, outs, strict=True):
+        conv.weight.grad = None
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        assert x.grad is not None and conv.weight.grad is not None
+        grads += [x.grad.clone(), conv.weight.grad.clone()]
+    return grads
+
+
+def test_training_patches_recycled_only_when_free(monkeypatch: pytest.MonkeyPatch) -> None:
+    # In training the patch matrix (kept by autograd until backward) and its gradient come
+    # from recycled memory. Two graphs alive at once must not share it; a later step reuses
+    # it; every gradient equals the one computed with fresh memory, bit for bit.
+    torch.manual_seed(0)
+    conv = ApproxConv2d(16, 8, 3, padding=1, bias=False, multiplier="mitchell7")
+    xs = [torch.randn(8, 16, 32, 32, requires_grad=True) for _ in range(2)]
+    if AF._native_kernels(xs[0]) is None:
+        pytest.skip("the compiled CPU kernel is not in use")
+    assert 16 * 9 * 8 * 32 * 32 * 4 >= _cpu.RECYCLE_MIN_BYTES  # the patches qualify
+    monkeypatch.setattr(_cpu, "_RECYCLED", [])
+    first = _training_grads(conv, xs)
+    kept = len(_cpu._RECYCLED)
+    assert kept >= 2  # two patch matrices alive at once, each its own block
+    again = _training_grads(conv, xs)
+    assert len(_cpu._RECYCLED) == kept  # the second step reused them
+    monkeypatch.setattr(_cpu, "RECYCLE_MIN_BYTES", 1 << 62)  # fresh memory everywhere
+    fresh = _training_grads(conv, xs)
+    for got, want in zip(first + again, fresh + fresh, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)

@@ -504,9 +504,12 @@ def _peak_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
     """Memory one call of ``fn`` needs beyond what is already allocated: on CUDA the peak of
     torch's allocator; on CPU (Linux) the rise of the process's peak resident set over its
     resident set just before the call, after returning free heap to the system and resetting
-    the peak (``/proc/self/clear_refs``). ``None`` where neither can be measured. Buffers
-    approxsim keeps between calls (kernel scratch space) are resident before the call and
-    not counted."""
+    the peak (``/proc/self/clear_refs``). ``None`` where neither can be measured. Memory
+    approxsim keeps between calls (kernel scratch space, recycled patch matrices) is released
+    first, so the call's whole workspace counts, as it would on its first call."""
+    from approxsim.ops._cpu import release_kept_memory
+
+    release_kept_memory()
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -265,12 +265,14 @@ def lut_bmm_native(
     overrides :func:`plan` (tests); ``k_tile`` its k tile. With ``column_major`` the result is
     the transposed view of a contiguous (B, N, R) tensor (the kernel writes any strides).
     """
-    from approxsim.ops._cpu import _buffer, _run
+    from approxsim.ops._cpu import _buffer, _run, recycled
 
     nb, r, k = a.shape
     n = b.shape[-1]
     if column_major:
-        out = torch.empty(nb, n, r, dtype=torch.float32).transpose(1, 2)
+        # The gradient of a column-major operand (a convolution's patches, which col2im
+        # consumes at once): a recycled block, not fresh pages on every backward pass.
+        out = recycled((nb, n, r)).transpose(1, 2)
     else:
         out = torch.empty(nb, r, n, dtype=torch.float32)
     workers = max(1, torch.get_num_threads())
