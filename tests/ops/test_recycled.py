@@ -59,3 +59,9 @@ def test_bounded_by_evicting_idle_blocks(monkeypatch: pytest.MonkeyPatch) -> Non
     assert other.shape == (BIG[0] + 1, BIG[1])
     too_big = _cpu.recycled((3 * BIG[0], BIG[1]))
     assert too_big.numel() == 3 * BIG[0] * BIG[1] and len(_cpu._RECYCLED) == 1
+
+
+def test_without_reference_counts_nothing_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_cpu, "_CAN_RECYCLE", False)  # a torch without the private API
+    a = _cpu.recycled(BIG)
+    assert a.shape == BIG and not _cpu._RECYCLED

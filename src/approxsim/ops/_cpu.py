@@ -81,6 +81,9 @@ RECYCLE_MAX_BYTES = 2 << 30
 #: ``(base, storage references when idle)`` of every kept tensor, oldest first.
 _RECYCLED: list[tuple[Tensor, int]] = []
 _RECYCLE_LOCK = threading.Lock()
+#: Whether this torch can count a storage's references (a private API): without it nothing
+#: is recycled.
+_CAN_RECYCLE = hasattr(torch._C, "_storage_Use_Count")
 
 
 def _storage_refs(t: Tensor) -> int:
@@ -104,7 +107,7 @@ def recycled(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> Tens
     for d in shape:
         numel *= d
     nbytes = numel * torch.empty((), dtype=dtype).element_size()
-    if nbytes < RECYCLE_MIN_BYTES or nbytes > RECYCLE_MAX_BYTES:
+    if not _CAN_RECYCLE or nbytes < RECYCLE_MIN_BYTES or nbytes > RECYCLE_MAX_BYTES:
         return torch.empty(shape, dtype=dtype)
     with _RECYCLE_LOCK:
         for base, idle in _RECYCLED:
