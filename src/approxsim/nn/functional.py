@@ -217,16 +217,9 @@ class _PatchesT(torch.autograd.Function):
         ctx.geometry = geometry
         lib = _native_kernels(x)
         if lib is not None:
-            from approxsim.ops._cpu import recycled
             from approxsim.ops._cpu_native import im2col_t
 
-            # Kept by autograd until the backward pass: a recycled block (see recycled).
-            kh, kw, sh, sw, dh, dw, ph, pw = geometry
-            c, n, h, w = x.shape
-            ho = conv_out_size(h, kh, sh, dh, ph)
-            wo = conv_out_size(w, kw, sw, dw, pw)
-            out = recycled((c * kh * kw, n, ho, wo))
-            return im2col_t(lib, x, geometry, out=out)  # type: ignore[arg-type]
+            return im2col_t(lib, x, geometry)  # type: ignore[arg-type]
         return _patches_t_torch(x, geometry)
 
     @staticmethod

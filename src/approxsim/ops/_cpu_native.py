@@ -498,15 +498,17 @@ def conv_out_size(size: int, k: int, s: int, d: int, p: int) -> int:
 def im2col_t(lib: Any, x: Tensor, geometry: ConvGeometry2d, out: Tensor | None = None) -> Tensor:
     """The transposed patch matrix ``(C·kh·kw, N, Ho, Wo)`` of ``x`` ``(C, N, H, W)`` (float32,
     CPU, any strides; zero padding), rows in ``F.unfold``'s (channel, kh, kw) order; written
-    into ``out`` (contiguous float32 of that many elements, any shape) when given."""
-    from approxsim.ops._cpu import _run, split_range
+    into ``out`` (contiguous float32 of that many elements, any shape) when given, else into a
+    recycled block (:func:`._cpu.recycled`: in training autograd keeps the patches until the
+    backward pass, and fresh pages for them cost more than writing them)."""
+    from approxsim.ops._cpu import _run, recycled, split_range
 
     kh, kw, sh, sw, dh, dw, ph, pw = geometry
     c, n, h, w = x.shape
     ho, wo = conv_out_size(h, kh, sh, dh, ph), conv_out_size(w, kw, sw, dw, pw)
     shape = (c * kh * kw, n, ho, wo)
     if out is None:
-        out = torch.empty(shape, dtype=torch.float32)
+        out = recycled(shape)
     else:
         out = out.view(shape)
     planes = c * kh * kw
