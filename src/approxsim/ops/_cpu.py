@@ -106,7 +106,7 @@ def recycled(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> Tens
     numel = 1
     for d in shape:
         numel *= d
-    nbytes = numel * torch.empty((), dtype=dtype).element_size()
+    nbytes = numel * dtype.itemsize
     if not _CAN_RECYCLE or nbytes < RECYCLE_MIN_BYTES or nbytes > RECYCLE_MAX_BYTES:
         return torch.empty(shape, dtype=dtype)
     with _RECYCLE_LOCK:

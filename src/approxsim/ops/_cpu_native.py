@@ -287,8 +287,8 @@ def lut_bmm_native(
         lut, lut_t = lut_t, lut
         r, n = n, r
     n_tiles = -(-n // nt)
-    column_major = a.stride(1) == 1 and not direct
-    if a.stride(2) != 1 and not (direct and n_tiles <= 2) and not column_major:
+    a_by_columns = a.stride(1) == 1 and not direct
+    if a.stride(2) != 1 and not (direct and n_tiles <= 2) and not a_by_columns:
         # The row gather decodes A fastest from contiguous rows (vector decode, prefetch) or
         # from contiguous columns (sixteen rows per vector): otherwise a copy pays. The direct
         # kernel reading A once or twice is faster strided than after the transposing copy
