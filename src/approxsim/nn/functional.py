@@ -321,13 +321,8 @@ def _im2col_conv2d(
     # output rows at a time (_PatchesT). Many channels without it (GPU, torch.compile):
     # windows of a channels-last copy, K in (kh, kw, channel) order, A written row by row
     # (windows a few floats wide are slow to stack that way).
-    lib = _native_kernels(x)
-    slices = cg >= _SLICE_MIN_CHANNELS and lib is None
+    slices = cg >= _SLICE_MIN_CHANNELS and _native_kernels(x) is None
     geometry = (kh, kw, sh, sw, dh, dw, ph, pw)
-    # Without autograd (inference), nothing keeps the patch matrix once the GEMM has read it.
-    reuse = lib is not None and not (
-        torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    )
     # Operand B: the kernel of each group, (G, K, O/G), rows in A's K order.
     if slices:
         wt = weight.reshape(g, og, cg, kh, kw).permute(0, 3, 4, 2, 1).reshape(g, k, og)
@@ -350,22 +345,12 @@ def _im2col_conv2d(
             )
             a = patches.reshape(nb * length, kh * kw, g, cg).permute(2, 0, 1, 3)
             a = a.reshape(g, nb * length, k)
-        elif reuse:
-            # Inference with the compiled kernel: nothing keeps the patches after the GEMM, so
-            # they go into a scratch buffer kept between calls (a fresh one costs more in page
-            # faults than writing the patches: 23 ms against 4.5 ms for ResNet-18's layer1).
-            from approxsim.ops._cpu import _buffer
-            from approxsim.ops._cpu_native import im2col_t
-
-            numel = k * g * nb * length
-            out = _buffer("conv_patches", numel, torch.float32)
-            cols_t = im2col_t(lib, xs.transpose(0, 1), geometry, out=out)
-            a = cols_t.reshape(g, k, nb * length).transpose(1, 2)
         else:
             # Aᵀ (G, K, nb·L) from kh·kw shifted slices of the (C, N, H, W) input, each a copy
             # of whole output rows; A is its transposed view, which the CPU kernel decodes
             # sixteen rows at a time (F.unfold plus the transposing copy cost several times
-            # more).
+            # more). The compiled kernel writes them into a recycled block (im2col_t), reused
+            # by the next call once nothing (autograd included) refers to it.
             cols_t = _PatchesT.apply(xs.transpose(0, 1), geometry)  # (C·kh·kw, nb, Ho, Wo)
             a = _Transposed.apply(cols_t.reshape(g, k, nb * length))
         y = approx_matmul(a, wt, passes)  # (G, nb·L, O/G)
