@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, cast
 from torch import nn
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
+from approxsim.errors import ApproxsimError
 from approxsim.multipliers import Multiplier
 from approxsim.nn import (
     ApproxConv1d,
@@ -107,7 +108,7 @@ Pattern = str | type[nn.Module]
 PatternArg = Pattern | Sequence[Pattern] | None
 
 
-class UnsupportedModuleWarning(UserWarning):
+class UnsupportedModuleWarning(ApproxsimError, UserWarning):
     """A model holds layers that multiply but that approxsim cannot convert."""
 
 

@@ -26,7 +26,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from approxsim._argtypes import finite_float, int_at_least
 from approxsim.cim.chip import Perturbation, chip, sample_perturbation
 from approxsim.cim.device import MAPPINGS, CIMError, DeviceConfig
 from approxsim.cim.evaluation import DataLike, accuracy, num_samples, split_data
@@ -34,6 +33,7 @@ from approxsim.cim.montecarlo import chip_seed, monte_carlo
 from approxsim.cim.search import BOUND_UNITS, SEARCH_METHODS, SearchConfig, worst_case_search
 from approxsim.cim.sweep import plot_sweep, run_sweep, sweep_table
 from approxsim.cim.training import TRAIN_METHODS, CIMTrainConfig, checkpoint_method, train_cim
+from approxsim.cli.common import finite_float, int_at_least
 
 __all__ = ["add_cim_parser", "run_cim_cli", "CIM_ACTIONS"]
 
@@ -89,7 +89,7 @@ def _add_device_options(p: argparse.ArgumentParser, *, sigma: bool) -> None:
 
 
 def _add_model_options(p: argparse.ArgumentParser, *, many: bool = False) -> None:
-    from approxsim.multipliers.cliargs import add_multiplier_arguments
+    from approxsim.cli.common import add_multiplier_arguments
 
     if many:
         p.add_argument(
@@ -271,9 +271,9 @@ def add_cim_parser(
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
+    from approxsim.cli.common import add_multiplier_arguments
     from approxsim.data import list_datasets
     from approxsim.models import list_models
-    from approxsim.multipliers.cliargs import add_multiplier_arguments
 
     p.add_argument("--method", choices=TRAIN_METHODS, required=True, help="training method")
     p.add_argument("--model", default="lenet5", help=f"one of {', '.join(list_models())}")
@@ -328,7 +328,7 @@ def _device_config(args: argparse.Namespace, **over: Any) -> DeviceConfig:
 
 
 def _multiplier(args: argparse.Namespace) -> Any:
-    from approxsim.multipliers.cliargs import multiplier_from_args
+    from approxsim.cli.common import multiplier_from_args
 
     if not any(getattr(args, k, None) for k in ("multiplier", "c", "approxtrain_lut", "lut")):
         return "fp32"

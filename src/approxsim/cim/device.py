@@ -48,6 +48,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from approxsim.errors import ApproxsimError
+
 __all__ = [
     "CIMError",
     "DeviceConfig",
@@ -72,7 +74,7 @@ MAPPINGS = ("sign-magnitude", "differential")
 MAX_WEIGHT_BITS = 16
 
 
-class CIMError(ValueError):
+class CIMError(ApproxsimError, ValueError):
     """A CIM setting or input that cannot be used; the message says what to change."""
 
 

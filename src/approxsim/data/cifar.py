@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from approxsim.errors import ApproxsimError
+
 __all__ = [
     "CifarFormatError",
     "CIFAR10_CLASSES",
@@ -77,7 +79,7 @@ _ALLOWED_GLOBALS = frozenset(
 )
 
 
-class CifarFormatError(ValueError):
+class CifarFormatError(ApproxsimError, ValueError):
     """A CIFAR file is malformed (not a pickle, wrong keys, shapes or types)."""
 
 

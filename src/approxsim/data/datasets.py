@@ -36,6 +36,7 @@ from approxsim.data.cifar import (
 )
 from approxsim.data.idx import IdxFormatError, read_idx
 from approxsim.data.transforms import RandomCropFlip, RandomResizedCropFlip
+from approxsim.errors import ApproxsimError
 
 if TYPE_CHECKING:
     from approxsim.data.folder import ImageFolderDataset
@@ -69,7 +70,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 Augmentation = Callable[[Tensor, torch.Generator | None], Tensor]
 
 
-class DatasetError(ValueError):
+class DatasetError(ApproxsimError, ValueError):
     """A dataset could not be loaded as asked; the message says what to change."""
 
 

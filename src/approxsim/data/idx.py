@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from approxsim.errors import ApproxsimError
+
 __all__ = ["IdxFormatError", "read_idx", "write_idx", "write_banded_mnist", "IDX_DTYPES"]
 
 #: IDX type codes and the big-endian numpy types they hold.
@@ -33,7 +35,7 @@ IDX_DTYPES: dict[int, np.dtype] = {
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-class IdxFormatError(ValueError):
+class IdxFormatError(ApproxsimError, ValueError):
     """An IDX file is malformed (bad magic, unknown type, sizes disagreeing with the data)."""
 
 

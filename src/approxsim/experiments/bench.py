@@ -45,8 +45,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from approxsim._argtypes import int_at_least
 from approxsim._text import text_table
+from approxsim.cli.common import int_at_least
+from approxsim.errors import ApproxsimError
 from approxsim.multipliers import Multiplier, MultiplierError, get_multiplier
 from approxsim.ops import matmul as approx_matmul
 
@@ -77,7 +78,7 @@ PASSES = ("forward", "forward+backward")
 _MAC_FACTOR = {"forward": 1, "forward+backward": 3}
 
 
-class BenchError(ValueError):
+class BenchError(ApproxsimError, ValueError):
     """A benchmark setting that cannot run; the message says what to change."""
 
 

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from approxsim._argtypes import int_at_least
 from approxsim._text import text_table
+from approxsim.cli.common import int_at_least
 from approxsim.experiments.bench import (
     BenchError,
     Problem,

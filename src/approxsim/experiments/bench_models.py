@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from approxsim._argtypes import int_at_least
 from approxsim._text import text_table
+from approxsim.cli.common import int_at_least
 from approxsim.experiments.bench import (
     BenchError,
     _resolve_device,

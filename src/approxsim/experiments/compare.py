@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from approxsim._text import text_table
+from approxsim.errors import ApproxsimError
 
 __all__ = [
     "CompareError",
@@ -37,7 +38,7 @@ _CONFIG_FILE = "config.json"
 _METRICS_FILE = "metrics.jsonl"
 
 
-class CompareError(ValueError):
+class CompareError(ApproxsimError, ValueError):
     """A run folder cannot be read; the message says which file and why."""
 
 

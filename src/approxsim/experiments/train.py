@@ -58,11 +58,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch import distributed as dist
 
-from approxsim._argtypes import int_at_least
+from approxsim.cli.common import add_multiplier_arguments, int_at_least, multiplier_from_args
 from approxsim.data import DatasetError, ImageDataset, dataset_info, load_dataset
+from approxsim.errors import ApproxsimError
 from approxsim.models import ModelError, create_model, model_info, train_defaults
 from approxsim.multipliers import Multiplier, MultiplierError, get_multiplier
-from approxsim.multipliers.cliargs import add_multiplier_arguments, multiplier_from_args
 from approxsim.ops import PassMultipliers
 
 __all__ = [
@@ -111,7 +111,7 @@ _SEED_LIMIT = 2**32
 MultiplierArg = Multiplier | str
 
 
-class TrainError(ValueError):
+class TrainError(ApproxsimError, ValueError):
     """A training or evaluation setting that cannot run; the message says what to change."""
 
 

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from approxsim.errors import ApproxsimError
+
 __all__ = [
     "ModelError",
     "UnknownModelError",
@@ -39,7 +41,7 @@ _OPTIMIZERS = ("sgd", "adam")
 _SCHEDULES = ("none", "cosine")
 
 
-class ModelError(ValueError):
+class ModelError(ApproxsimError, ValueError):
     """A model could not be created as asked; the message says what to change."""
 
 

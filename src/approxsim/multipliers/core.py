@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from approxsim.errors import ApproxsimError
 from approxsim.multipliers._float import ROUNDINGS, lut_product
 
 __all__ = ["Multiplier", "MIN_MANTISSA_BITS", "MAX_MANTISSA_BITS", "MultiplierError"]
@@ -27,7 +28,7 @@ MIN_MANTISSA_BITS = 1
 MAX_MANTISSA_BITS = 11
 
 
-class MultiplierError(ValueError):
+class MultiplierError(ApproxsimError, ValueError):
     """A multiplier could not be built or used as asked; the message says what to change."""
 
 

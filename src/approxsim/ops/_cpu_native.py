@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from approxsim.errors import ApproxsimError
+
 __all__ = [
     "col2im_t",
     "conv_out_size",
@@ -46,7 +48,7 @@ N_TILES = (8, 16, 32, 64)
 DIRECT_K_TILE = 256
 
 
-class KernelBuildError(RuntimeError):
+class KernelBuildError(ApproxsimError, RuntimeError):
     """The compiled CPU kernel could not be built or loaded."""
 
 

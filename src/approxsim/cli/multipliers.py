@@ -1,47 +1,19 @@
-"""The ``approxsim`` command line.
-
-Subcommands:
-    ``approxsim multipliers list [PATTERN]``
-    ``approxsim multipliers show NAME | --c FILE --function F --mantissa-bits M |
-    --approxtrain-lut FILE [--plot FILE.png] [--json]``
-    ``approxsim train --model lenet5 --dataset fashion-mnist --multiplier mitchell7 --out DIR``
-    ``approxsim eval --checkpoint FILE --multiplier NAME``
-    ``approxsim compare RUN_DIR... [--plot curves.png]``
-    ``approxsim bench ops [--multiplier NAME] [--problems ...] [--json FILE]``
-    ``approxsim bench direct --c FILE --function F --mantissa-bits M [--problems ...]``
-    ``approxsim bench models [--multiplier NAME] [--models LIST] [--batch-size B]``
-    ``approxsim cim mc | attack | eval | train | sweep ...`` (analog compute-in-memory)
-"""
+"""``approxsim multipliers list | show``: list, inspect and plot multipliers."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from approxsim.multipliers.cliargs import add_multiplier_arguments, multiplier_from_args
+from approxsim.cli.common import CLIError, add_multiplier_arguments, multiplier_from_args
 
-__all__ = ["main", "build_parser"]
-
-
-class CLIError(Exception):
-    """A user error: printed as one line, exit status 2."""
+__all__ = ["register"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``approxsim`` command."""
-    parser = argparse.ArgumentParser(
-        prog="approxsim",
-        description="Simulate approximate multipliers in PyTorch models.",
-    )
-    from approxsim import __version__
-
-    parser.add_argument("--version", action="version", version=f"approxsim {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
+def register(sub: Any) -> None:
+    """Add ``approxsim multipliers`` to the top-level subparsers."""
     mult = sub.add_parser("multipliers", help="list, inspect and plot multipliers")
     msub = mult.add_subparsers(dest="action", metavar="ACTION")
     msub.required = True
@@ -49,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'mitchell*'")
     lst.add_argument("--stats", action="store_true", help="also print error statistics")
     lst.add_argument("--json", action="store_true", help="print JSON")
+    lst.set_defaults(handler=_cmd_list)
 
     show = msub.add_parser(
         "show",
@@ -59,18 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--plot", metavar="FILE.png", help="write a relative-error heat map")
     show.add_argument("--json", action="store_true", help="print JSON instead of a table")
     show.add_argument("--save", metavar="FILE.npz", help="save the multiplier for later runs")
-
-    from approxsim.cim.cli import add_cim_parser
-    from approxsim.experiments.bench import add_bench_parser
-    from approxsim.experiments.compare import add_compare_parser
-    from approxsim.experiments.train import add_eval_parser, add_train_parser
-
-    add_train_parser(sub)
-    add_eval_parser(sub)
-    add_compare_parser(sub)
-    add_bench_parser(sub)
-    add_cim_parser(sub)
-    return parser
+    show.set_defaults(handler=_cmd_show)
 
 
 def _pct(x: float, signed: bool = True) -> str:
@@ -171,40 +133,3 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"plot         {info['plot']}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``approxsim`` console script; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from approxsim.cim.cli import CIM_ACTIONS, run_cim_cli
-    from approxsim.experiments.bench import run_bench_cli
-    from approxsim.experiments.bench_direct import run_direct_cli
-    from approxsim.experiments.bench_models import run_models_cli
-    from approxsim.experiments.compare import run_compare_cli
-    from approxsim.experiments.train import run_eval_cli, run_train_cli
-    from approxsim.multipliers import MultiplierError
-
-    handlers: dict[tuple[str, str | None], Callable[[argparse.Namespace], int]] = {
-        ("multipliers", "list"): _cmd_list,
-        ("multipliers", "show"): _cmd_show,
-        ("bench", "ops"): run_bench_cli,
-        ("bench", "direct"): run_direct_cli,
-        ("bench", "models"): run_models_cli,
-        ("train", None): run_train_cli,
-        ("eval", None): run_eval_cli,
-        ("compare", None): run_compare_cli,
-        **{("cim", action): run_cim_cli for action in CIM_ACTIONS},
-    }
-    try:
-        return handlers[(args.command, getattr(args, "action", None))](args)
-    except (CLIError, MultiplierError, FileNotFoundError) as exc:
-        print(f"approxsim: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("approxsim: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
