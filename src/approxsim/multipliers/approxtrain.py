@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from approxsim._io import atomic_write_bytes
 from approxsim.multipliers.core import Multiplier, MultiplierError, check_mantissa_bits
 
 __all__ = ["read_approxtrain_lut", "write_approxtrain_lut", "APPROXTRAIN_MAX_BITS"]
@@ -121,6 +122,4 @@ def write_approxtrain_lut(multiplier: Multiplier, path: str | Path) -> Path:
             f"(it needs values in [1, 4) with {m} fraction bits)"
         )
     data = (carry.astype(np.uint8) << 7) | frac.astype(np.uint8)
-    p = Path(path)
-    p.write_bytes(data.astype(np.uint8).tobytes())
-    return p
+    return atomic_write_bytes(path, data.astype(np.uint8).tobytes())

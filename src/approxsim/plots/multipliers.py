@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from approxsim.plots.common import pyplot, save_figure
+
 if TYPE_CHECKING:
     from approxsim.multipliers import Multiplier
 
@@ -28,11 +30,9 @@ def plot_error_heatmap(multiplier: Multiplier, path: str | Path, *, dpi: int = 1
     Raises:
         MultiplierError: for the exact multiplier (nothing to draw).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.colors import TwoSlopeNorm
+
+    plt = pyplot()
 
     rel = 100.0 * multiplier.relative_error_grid()
     stats = multiplier.error_stats()
@@ -64,8 +64,4 @@ def plot_error_heatmap(multiplier: Multiplier, path: str | Path, *, dpi: int = 1
         f"max|.| {100 * stats['max_abs_rel_error']:.3f}%",
         fontsize=10,
     )
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, dpi=dpi)
