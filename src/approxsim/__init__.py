@@ -11,6 +11,7 @@ from approxsim.convert import (
     convert_model,
     restore_model,
 )
+from approxsim.errors import ApproxsimError
 from approxsim.multipliers import (
     MAX_MANTISSA_BITS,
     MIN_MANTISSA_BITS,
@@ -38,6 +39,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "ApproxsimError",
     "Multiplier",
     "MultiplierError",
     "NotDecomposableError",
