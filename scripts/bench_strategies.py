@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from approxsim.experiments.bench import _cpu_model
+from approxsim._runtime import machine_record
 from approxsim.multipliers import get_multiplier
 from approxsim.ops import _cpu_native as native
 from approxsim.ops.matmul import _lut_args
@@ -47,7 +47,7 @@ def main() -> None:
     lib = native.load()
     if lib is None:
         raise SystemExit("the compiled CPU kernel is not available (no C++ compiler?)")
-    print(f"bench_strategies: mitchell7, 1 thread, {_cpu_model()}")
+    print(f"bench_strategies: mitchell7, 1 thread, {machine_record()['cpu']}")
     k = 2048
     for n_tile in native.N_TILES:
         b = torch.randn(1, k, n_tile)

@@ -15,9 +15,11 @@ from mult_reference import (
     edge_bits,
     from_bits,
     reference_products,
+    spec,
 )
 
 import approxsim
+from approxsim.multipliers import numformat
 
 LUT_MULTIPLIERS = ["mitchell7", "mbm7", "trunc3", "mitchell11", "bf16", "bf16_trunc"]
 
@@ -188,3 +190,34 @@ def test_operands_on_different_devices_raise() -> None:
     mult = approxsim.get_multiplier("mitchell7")
     with pytest.raises(approxsim.MultiplierError, match="device"):
         mult(torch.ones(2, device="meta"), torch.ones(2))
+
+
+@pytest.mark.parametrize("rounding", numformat.ROUNDINGS)
+@pytest.mark.parametrize("name", LUT_MULTIPLIERS)
+def test_number_format_catalogue_matches_the_independent_model(name: str, rounding: str) -> None:
+    """The public number format, on every pair of its own special operands (the ones every
+    kernel's parity test uses), against the independent scalar model, in both rounding modes."""
+    fn, m, _ = spec(name)
+    mult = approxsim.get_multiplier(name)
+    ops = numformat.special_operands()
+    a = ops.repeat_interleave(len(ops))
+    b = ops.repeat(len(ops))
+    got = numformat.lut_product(a, b, mult.lut_bits(), m, rounding)
+    assert_same_bits(got, reference_products((fn, m, rounding), as_bits(a), as_bits(b)))
+
+
+def test_number_format_flushes_subnormals_before_rounding() -> None:
+    """A subnormal that `nearest` rounding would carry into exponent 1 still acts as zero."""
+    bits = torch.tensor(
+        [numformat.as_int32(numformat.SPECIAL_OPERANDS[k]) for k in (
+            "subnormal near normal", "-largest subnormal", "smallest normal, nearest carries",
+            "largest normal, nearest carries to inf",
+        )],
+        dtype=torch.int32,
+    )  # fmt: skip
+    exp_field, _, is_zero, is_inf, _ = numformat.operand_index(bits, 7, "nearest")
+    assert is_zero.tolist() == [True, True, False, False]
+    assert is_inf.tolist() == [False, False, False, True]
+    assert exp_field[2].item() == 2  # the carry into the exponent
+    with pytest.raises(ValueError, match="rounding"):
+        numformat.operand_index(bits, 7, "stochastic")

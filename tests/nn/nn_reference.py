@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import approxsim
-from approxsim.multipliers._float import ROUNDINGS
+from approxsim.multipliers.numformat import ROUNDINGS
 from approxsim.ops.reference import lut_products_ref
 
 EPS = torch.finfo(torch.float32).eps

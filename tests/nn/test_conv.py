@@ -12,7 +12,8 @@ from torch import nn
 
 from approxsim.nn import ApproxConv1d, ApproxConv2d
 from approxsim.nn import functional as AF
-from approxsim.ops import PassMultipliers, _cpu
+from approxsim.ops import PassMultipliers, _scratch
+from approxsim.ops import conv as lowering
 
 # (constructor kwargs, input shape); kernel sizes and input sizes kept tiny.
 CONV2D_CASES: dict[str, tuple[dict[str, Any], tuple[int, ...]]] = {
@@ -141,9 +142,11 @@ def patch_gather(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     """Run a test with each way of gathering the patch matrix, whatever the channel count:
     Aᵀ from the (C, N, H, W) input by the compiled kernel or by torch operations (its GPU and
     torch.compile form), or A from a channels-last copy."""
-    monkeypatch.setattr(AF, "_SLICE_MIN_CHANNELS", 1 if request.param == "slices" else 1 << 30)
+    monkeypatch.setattr(
+        lowering, "_SLICE_MIN_CHANNELS", 1 if request.param == "slices" else 1 << 30
+    )
     if request.param != "windows":
-        monkeypatch.setattr(AF, "_native_kernels", lambda x: None)
+        monkeypatch.setattr(lowering, "_native_kernels", lambda x: None)
     return str(request.param)
 
 
@@ -238,7 +241,7 @@ def test_gradients_match_patch_products(kind: str, case: str) -> None:
 def test_batch_chunking_gives_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
     ref, approx, x = _make("2d", "groups2", multiplier="mitchell7")
     whole = approx(x)
-    monkeypatch.setattr(AF, "UNFOLD_CHUNK_BYTES", 1)  # one sample per chunk
+    monkeypatch.setattr(lowering, "UNFOLD_CHUNK_BYTES", 1)  # one sample per chunk
     torch.testing.assert_close(approx(x), whole, rtol=1e-6, atol=1e-6)
 
 
@@ -250,20 +253,20 @@ def test_inference_patches_recycled_match_autograd_path(
     # their recycled block: results must equal the autograd path's, and a later call (other
     # input, other size, chunked batch) must not disturb an earlier result.
     ref, approx, x = _make("2d", case, multiplier="mitchell7")
-    if AF._native_kernels(x) is None:
+    if lowering._native_kernels(x) is None:
         pytest.skip("the compiled CPU kernel is not in use")
-    monkeypatch.setattr(_cpu, "RECYCLE_MIN_BYTES", 0)  # these patches are tiny
-    monkeypatch.setattr(_cpu, "_RECYCLED", [])
+    monkeypatch.setattr(_scratch, "RECYCLE_MIN_BYTES", 0)  # these patches are tiny
+    monkeypatch.setattr(_scratch, "_RECYCLED", [])
     with_grad = approx(x)
     assert with_grad.requires_grad
     with torch.no_grad():
         first = approx(x)
         kept = first.clone()
-        blocks = len(_cpu._RECYCLED)
+        blocks = len(_scratch._RECYCLED)
         approx(x)
-        assert blocks >= 1 and len(_cpu._RECYCLED) == blocks  # the path was taken: reused
+        assert blocks >= 1 and len(_scratch._RECYCLED) == blocks  # the path was taken: reused
         approx(torch.randn(3, *x.shape[1:]))
-        monkeypatch.setattr(AF, "UNFOLD_CHUNK_BYTES", 1)  # one sample per chunk
+        monkeypatch.setattr(lowering, "UNFOLD_CHUNK_BYTES", 1)  # one sample per chunk
         chunked = approx(x)
     torch.testing.assert_close(first, with_grad.detach(), rtol=0, atol=0)
     torch.testing.assert_close(first, kept, rtol=0, atol=0)
@@ -301,33 +304,6 @@ def test_errors_say_what_is_wrong() -> None:
         AF.conv2d(torch.randn(1, 4, 5, 5), conv.weight, multiplier="mitchell7", padding_mode="edge")
 
 
-@pytest.mark.parametrize(
-    "geometry",
-    [
-        (5, 5, 1, 1, 1, 1, 2, 2),
-        (3, 2, 2, 3, 1, 2, 1, 0),
-        (3, 3, 1, 1, 2, 2, 3, 1),
-        (1, 1, 2, 2, 1, 1, 0, 0),
-    ],
-)
-def test_native_patches_equal_the_torch_form(geometry: tuple[int, ...]) -> None:
-    """The compiled im2col/col2im and the torch form: same patches, same input gradient."""
-    if AF._native_kernels(torch.zeros(1)) is None:
-        pytest.skip("no compiled kernel on this machine")
-    g = torch.Generator().manual_seed(sum(geometry))
-    x = torch.randn(5, 3, 9, 11, generator=g).transpose(0, 1)  # (C, N, H, W) view, as in conv
-    xa = x.detach().clone().requires_grad_()
-    xb = x.detach().clone().requires_grad_()
-    native = AF._PatchesT.apply(xa, geometry)
-    torch_form = AF._patches_t_torch(xb, geometry)
-    assert torch.equal(native, torch_form)
-    upstream = torch.randn(native.shape, generator=g)
-    native.backward(upstream)
-    torch_form.backward(upstream)
-    assert xa.grad is not None and xb.grad is not None
-    assert torch.equal(xa.grad, xb.grad)
-
-
 def _training_grads(conv: ApproxConv2d, xs: list[torch.Tensor]) -> list[torch.Tensor]:
     """Forward every input first (all graphs alive at once), then each backward pass: the
     input and weight gradients, in order."""
@@ -351,16 +327,16 @@ def test_training_patches_recycled_only_when_free(monkeypatch: pytest.MonkeyPatc
     torch.manual_seed(0)
     conv = ApproxConv2d(16, 8, 3, padding=1, bias=False, multiplier="mitchell7")
     xs = [torch.randn(8, 16, 32, 32, requires_grad=True) for _ in range(2)]
-    if AF._native_kernels(xs[0]) is None:
+    if lowering._native_kernels(xs[0]) is None:
         pytest.skip("the compiled CPU kernel is not in use")
-    assert 16 * 9 * 8 * 32 * 32 * 4 >= _cpu.RECYCLE_MIN_BYTES  # the patches qualify
-    monkeypatch.setattr(_cpu, "_RECYCLED", [])
+    assert 16 * 9 * 8 * 32 * 32 * 4 >= _scratch.RECYCLE_MIN_BYTES  # the patches qualify
+    monkeypatch.setattr(_scratch, "_RECYCLED", [])
     first = _training_grads(conv, xs)
-    kept = len(_cpu._RECYCLED)
+    kept = len(_scratch._RECYCLED)
     assert kept >= 2  # two patch matrices alive at once, each its own block
     again = _training_grads(conv, xs)
-    assert len(_cpu._RECYCLED) == kept  # the second step reused them
-    monkeypatch.setattr(_cpu, "RECYCLE_MIN_BYTES", 1 << 62)  # fresh memory everywhere
+    assert len(_scratch._RECYCLED) == kept  # the second step reused them
+    monkeypatch.setattr(_scratch, "RECYCLE_MIN_BYTES", 1 << 62)  # fresh memory everywhere
     fresh = _training_grads(conv, xs)
     for got, want in zip(first + again, fresh + fresh, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)

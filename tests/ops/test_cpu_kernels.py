@@ -13,7 +13,7 @@ import torch
 from test_matmul import assert_sum_close, products
 
 import approxsim
-from approxsim.multipliers._float import ROUNDINGS
+from approxsim.multipliers.numformat import ROUNDINGS
 from approxsim.ops import _cpu_native
 from approxsim.ops._cpu import lut_bmm_cpu
 
@@ -175,7 +175,7 @@ def test_native_direct_reads_strided_a(n: int) -> None:
 
 
 def test_unsafe_batches_python_and_numpy_forms_agree() -> None:
-    from approxsim.ops._cpu import unsafe_batches
+    from approxsim.ops._ranges import unsafe_batches
 
     g = torch.Generator().manual_seed(11)
     lut = approxsim.get_multiplier("mitchell7").lut_bits()

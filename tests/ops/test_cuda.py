@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import approxsim
-from approxsim.multipliers._float import lut_product
+from approxsim.multipliers.numformat import lut_product
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

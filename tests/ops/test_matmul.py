@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import approxsim
-from approxsim.multipliers._float import ROUNDINGS
+from approxsim.multipliers.numformat import ROUNDINGS
 from approxsim.ops.matmul import approx_bmm, lut_bmm, lut_mul
 from approxsim.ops.reference import lut_bmm_ref, lut_products_ref
 

@@ -2,7 +2,7 @@
 
 ``TRITON_INTERPRET=1`` makes triton build interpreted kernels that run on CPU tensors, so these
 tests need triton but no GPU. Products must be bit-identical to
-:func:`approxsim.multipliers._float.lut_product`; matmul sums may differ from the float64 sum of
+:func:`approxsim.multipliers.numformat.lut_product`; matmul sums may differ from the float64 sum of
 the reference products by at most ``4 · eps32 · K · Σ|products|`` (DESIGN §2).
 
 Triton fixes interpreted-or-compiled for the whole process when it is first imported (its own
@@ -38,7 +38,11 @@ if os.environ.get("TRITON_INTERPRET") != "1":
 pytest.importorskip("triton")
 
 import approxsim  # noqa: E402
-from approxsim.multipliers._float import ROUNDINGS, lut_product  # noqa: E402
+from approxsim.multipliers.numformat import (  # noqa: E402
+    ROUNDINGS,
+    lut_product,
+    special_operands,
+)
 from approxsim.ops._triton import triton_lut_bmm, triton_lut_mul  # noqa: E402
 
 # The interpreter computes inf/NaN sums with numpy, which warns about them; they are expected.
@@ -51,43 +55,9 @@ EPS32 = torch.finfo(torch.float32).eps
 FLT_MAX = torch.finfo(torch.float32).max
 
 
-def _i32(u: int) -> int:
-    """An unsigned 32-bit pattern as the signed int32 with the same bits."""
-    return u - (1 << 32) if u >= 1 << 31 else u
-
-
-#: Bit patterns of operands at every edge of DESIGN §2's rules.
-SPECIAL_BITS = torch.tensor(
-    [
-        _i32(u)
-        for u in (
-            0x00000000,  # +0
-            0x80000000,  # -0
-            0x00011D44,  # ~1e-40, subnormal
-            0x80011D44,  # ~-1e-40
-            0x007FFFFF,  # largest subnormal (rounds up to the smallest normal under nearest)
-            0x00800000,  # smallest normal
-            0x7F800000,  # +inf
-            0xFF800000,  # -inf
-            0x7FC00000,  # quiet NaN
-            0xFFC00001,  # negative NaN with a payload
-            0x7F800001,  # signalling NaN
-            0x7F61B1E6,  # ~3e38
-            0xFF61B1E6,  # ~-3e38
-            0x7F7FFFFF,  # FLT_MAX: rounds to exponent 255 (inf) under nearest
-            0x0DA24260,  # ~1e-30
-            0x8DA24260,  # ~-1e-30
-            0x3F800000,  # 1.0
-            0xBFC00000,  # -1.5
-            0x3FFFFFFF,  # just below 2: nearest carries into the exponent
-            0x3F808000,  # a tie at M = 7 (round to even: down)
-            0x3F818000,  # a tie at M = 7 (round to even: up)
-            0x3F900000,  # a tie at M = 3
-        )
-    ],
-    dtype=torch.int32,
-)
-SPECIALS = SPECIAL_BITS.view(torch.float32)
+#: Operands at every edge of DESIGN §2's rules (the number format's catalogue).
+SPECIALS = special_operands()
+SPECIAL_BITS = SPECIALS.view(torch.int32)
 
 
 def _multiplier(name: str) -> tuple[torch.Tensor, int, int]:

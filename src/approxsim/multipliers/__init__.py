@@ -1,5 +1,6 @@
 """Simulated multipliers: the :class:`Multiplier`, its builders and the built-in registry."""
 
+from approxsim.multipliers import numformat
 from approxsim.multipliers.approxtrain import read_approxtrain_lut, write_approxtrain_lut
 from approxsim.multipliers.build import NotDecomposableError
 from approxsim.multipliers.cmodel import (
@@ -15,6 +16,7 @@ from approxsim.multipliers.core import (
     MultiplierError,
 )
 from approxsim.multipliers.registry import (
+    MultiplierLike,
     UnknownMultiplierError,
     get_multiplier,
     list_multipliers,
@@ -23,6 +25,7 @@ from approxsim.multipliers.registry import (
 
 __all__ = [
     "Multiplier",
+    "MultiplierLike",
     "MultiplierError",
     "NotDecomposableError",
     "CompilerError",
@@ -37,4 +40,5 @@ __all__ = [
     "register_multiplier",
     "read_approxtrain_lut",
     "write_approxtrain_lut",
+    "numformat",
 ]

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from approxsim.multipliers._float import lut_product, operand_index
 from approxsim.multipliers.core import (
     Multiplier,
     MultiplierError,
@@ -25,6 +24,7 @@ from approxsim.multipliers.core import (
     check_rounding,
     validate_lut,
 )
+from approxsim.multipliers.numformat import lut_product, operand_index
 
 __all__ = [
     "NotDecomposableError",

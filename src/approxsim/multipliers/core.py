@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from approxsim.errors import ApproxsimError
-from approxsim.multipliers._float import ROUNDINGS, lut_product
+from approxsim.multipliers.numformat import ROUNDINGS, lut_product
 
 __all__ = ["Multiplier", "MIN_MANTISSA_BITS", "MAX_MANTISSA_BITS", "MultiplierError"]
 

@@ -22,7 +22,13 @@ from approxsim.multipliers.core import (
     MultiplierError,
 )
 
-__all__ = ["get_multiplier", "list_multipliers", "register_multiplier", "UnknownMultiplierError"]
+__all__ = [
+    "MultiplierLike",
+    "get_multiplier",
+    "list_multipliers",
+    "register_multiplier",
+    "UnknownMultiplierError",
+]
 
 
 class UnknownMultiplierError(MultiplierError, KeyError):
@@ -33,6 +39,11 @@ class UnknownMultiplierError(MultiplierError, KeyError):
 
 
 Factory = Callable[[], Multiplier]
+
+#: Something that names a multiplier: a :class:`Multiplier`, or the name of a built-in or
+#: registered one (``"mitchell7"``, ``"fp32"``). The one alias approxsim uses for it; APIs that
+#: also take per-pass multipliers accept ``MultiplierLike | PassMultipliers``.
+MultiplierLike = Multiplier | str
 
 _FIXED: dict[str, Factory] = {}
 _FAMILIES: dict[str, tuple[Callable[[int], np.ndarray], str, str]] = {
@@ -98,7 +109,7 @@ def _natural_key(name: str) -> tuple[str, int]:
     return m.group(1), int(m.group(2) or -1)
 
 
-def get_multiplier(name: str) -> Multiplier:
+def get_multiplier(name: MultiplierLike) -> Multiplier:
     """The built-in or registered multiplier called ``name`` (built once, then shared).
 
     Raises:

@@ -13,13 +13,10 @@ from typing import Any, ClassVar, TypeVar
 
 from torch import nn
 
-from approxsim.multipliers import Multiplier
+from approxsim.multipliers import Multiplier, MultiplierLike
 from approxsim.ops import PassMultipliers, resolve_passes
 
-__all__ = ["ApproxModule", "MultiplierLike"]
-
-#: What a layer accepts as its multiplier: an object, a registered name, or all three passes.
-MultiplierLike = Multiplier | str | PassMultipliers
+__all__ = ["ApproxModule"]
 
 _M = TypeVar("_M", bound="ApproxModule")
 
@@ -47,12 +44,12 @@ class ApproxModule:
         return self._passes
 
     @multiplier.setter
-    def multiplier(self, value: MultiplierLike) -> None:
+    def multiplier(self, value: MultiplierLike | PassMultipliers) -> None:
         self.set_multiplier(value)
 
     def set_multiplier(
         self,
-        multiplier: MultiplierLike,
+        multiplier: MultiplierLike | PassMultipliers,
         grad_input: Multiplier | str | None = None,
         grad_weight: Multiplier | str | None = None,
     ) -> None:

@@ -13,9 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from approxsim.multipliers import Multiplier
+from approxsim.multipliers import Multiplier, MultiplierLike
 from approxsim.nn import functional as AF
-from approxsim.nn._base import ApproxModule, MultiplierLike, check_float_module, share_parameters
+from approxsim.nn._base import ApproxModule, check_float_module, share_parameters
+from approxsim.ops import PassMultipliers
 
 __all__ = ["ApproxMultiheadAttention"]
 
@@ -84,7 +85,7 @@ class ApproxMultiheadAttention(ApproxModule, nn.MultiheadAttention):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         *,
-        multiplier: MultiplierLike = "fp32",
+        multiplier: MultiplierLike | PassMultipliers = "fp32",
         grad_input: Multiplier | str | None = None,
         grad_weight: Multiplier | str | None = None,
     ) -> None:
@@ -186,7 +187,7 @@ class ApproxMultiheadAttention(ApproxModule, nn.MultiheadAttention):
     def from_float(
         cls,
         module: nn.MultiheadAttention,
-        multiplier: MultiplierLike,
+        multiplier: MultiplierLike | PassMultipliers,
         *,
         grad_input: Multiplier | str | None = None,
         grad_weight: Multiplier | str | None = None,

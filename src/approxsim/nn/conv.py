@@ -12,9 +12,10 @@ from typing import Any, Literal, TypeVar
 import torch
 from torch import Tensor, nn
 
-from approxsim.multipliers import Multiplier
+from approxsim.multipliers import Multiplier, MultiplierLike
 from approxsim.nn import functional as AF
-from approxsim.nn._base import ApproxModule, MultiplierLike, check_float_module, share_parameters
+from approxsim.nn._base import ApproxModule, check_float_module, share_parameters
+from approxsim.ops import PassMultipliers
 
 __all__ = ["ApproxConv1d", "ApproxConv2d"]
 
@@ -71,7 +72,7 @@ class _ApproxConvMixin(ApproxModule):
     def from_float(
         cls: type[_C],
         module: nn.Module,
-        multiplier: MultiplierLike,
+        multiplier: MultiplierLike | PassMultipliers,
         *,
         grad_input: Multiplier | str | None = None,
         grad_weight: Multiplier | str | None = None,
@@ -177,7 +178,7 @@ class ApproxConv1d(_ApproxConvMixin, nn.Conv1d):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         *,
-        multiplier: MultiplierLike = "fp32",
+        multiplier: MultiplierLike | PassMultipliers = "fp32",
         grad_input: Multiplier | str | None = None,
         grad_weight: Multiplier | str | None = None,
     ) -> None:
@@ -249,7 +250,7 @@ class ApproxConv2d(_ApproxConvMixin, nn.Conv2d):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         *,
-        multiplier: MultiplierLike = "fp32",
+        multiplier: MultiplierLike | PassMultipliers = "fp32",
         grad_input: Multiplier | str | None = None,
         grad_weight: Multiplier | str | None = None,
     ) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from approxsim.multipliers import Multiplier
+from approxsim.multipliers import Multiplier, MultiplierLike
 from approxsim.nn import functional as AF
-from approxsim.nn._base import ApproxModule, MultiplierLike, check_float_module, share_parameters
+from approxsim.nn._base import ApproxModule, check_float_module, share_parameters
+from approxsim.ops import PassMultipliers
 
 __all__ = ["ApproxLinear"]
 
@@ -55,7 +56,7 @@ class ApproxLinear(ApproxModule, nn.Linear):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         *,
-        multiplier: MultiplierLike = "fp32",
+        multiplier: MultiplierLike | PassMultipliers = "fp32",
         grad_input: Multiplier | str | None = None,
         grad_weight: Multiplier | str | None = None,
     ) -> None:
@@ -81,7 +82,7 @@ class ApproxLinear(ApproxModule, nn.Linear):
     def from_float(
         cls,
         module: nn.Linear,
-        multiplier: MultiplierLike,
+        multiplier: MultiplierLike | PassMultipliers,
         *,
         grad_input: Multiplier | str | None = None,
         grad_weight: Multiplier | str | None = None,

@@ -4,7 +4,7 @@ The source is compiled once per machine with the C++ compiler that ``from_c`` us
 (``$CXX``, else ``c++``) and ``-O3 -march=native``, into approxsim's cache (section
 ``kernels``, keyed by the source, the compiler, the flags and the CPU, so a cache shared
 between different machines never hands one a binary for another's instruction set). Where no
-compiler is available the Numba kernel of :mod:`._cpu` runs instead, with one warning.
+compiler is available the Numba kernel of :mod:`._numba` runs instead, with one warning.
 
 ``APPROXSIM_CPU_KERNEL=numba`` forces the Numba kernel; ``=native`` makes a failing build an
 error instead of a fallback.
@@ -27,6 +27,9 @@ import torch
 from torch import Tensor
 
 from approxsim.errors import ApproxsimError
+from approxsim.ops._scratch import buffer, recycled
+from approxsim.ops._threads import run_jobs, split_range
+from approxsim.ops._tiling import balanced_k_tile
 
 __all__ = [
     "col2im_t",
@@ -189,9 +192,7 @@ K_CHUNK_PARTIAL_BYTES = 64 << 20
 def _tiles(swap: bool, direct: bool, r: int, k: int, n: int, m: int) -> tuple[int, int]:
     """``(k_tile, n_tile)`` of one way to run an ``r × k × n`` problem: the narrowest compiled
     column tile holding the kernel's columns (at most 64); k tiles sized for V
-    (:func:`._cpu.balanced_k_tile`), or :data:`DIRECT_K_TILE` for the direct kernel."""
-    from approxsim.ops._cpu import balanced_k_tile
-
+    (:func:`._tiling.balanced_k_tile`), or :data:`DIRECT_K_TILE` for the direct kernel."""
     cols = r if swap else n
     n_tile = next((t for t in N_TILES if t >= cols), N_TILES[-1])
     if direct:
@@ -267,8 +268,6 @@ def lut_bmm_native(
     overrides :func:`plan` (tests); ``k_tile`` its k tile. With ``column_major`` the result is
     the transposed view of a contiguous (B, N, R) tensor (the kernel writes any strides).
     """
-    from approxsim.ops._cpu import _buffer, _run, recycled
-
     nb, r, k = a.shape
     n = b.shape[-1]
     if column_major:
@@ -312,7 +311,7 @@ def lut_bmm_native(
             nt,
             kt,
             int(direct),
-            _buffer(f"native{j}", work_len, torch.float32).data_ptr(),
+            buffer(f"native{j}", work_len, torch.float32).data_ptr(),
             ranges[j].ctypes.data,
         )  # fmt: skip
         for j, part in enumerate(parts)
@@ -325,7 +324,7 @@ def lut_bmm_native(
         def call(j: int, *args: Any) -> None:
             status[j] = lib.approxsim_gemm_gather(*args)
 
-        _run(call, [(j, *job) for j, job in enumerate(jobs)])
+        run_jobs(call, [(j, *job) for j, job in enumerate(jobs)])
     return out, _merged_ranges(status, ranges, swap)
 
 
@@ -364,8 +363,6 @@ def _chunked(
     """:func:`lut_bmm_native` over k chunks (see :data:`K_CHUNK`): each chunk's product into
     its own partial output, the partials added in chunk order into ``c`` (the kernel's view of
     ``out``). ``parts`` are the ``(first, last + 1)`` chunks of each thread."""
-    from approxsim.ops._cpu import _buffer, _run
-
     nb, r, _ = a.shape
     n = b.shape[-1]
     partial = torch.empty(len(chunks), nb, r, n, dtype=torch.float32)
@@ -385,11 +382,11 @@ def _chunked(
     status = [0] * len(chunks)
 
     def call(j: int, lo: int, hi: int) -> None:
-        work = _buffer(f"native{j}", work_len, torch.float32).data_ptr()
+        work = buffer(f"native{j}", work_len, torch.float32).data_ptr()
         for ci in range(lo, hi):
             status[ci] = lib.approxsim_gemm_gather(*jobs[ci], work, ranges[ci].ctypes.data)
 
-    _run(call, [(j, lo, hi) for j, (lo, hi) in enumerate(parts)])
+    run_jobs(call, [(j, lo, hi) for j, (lo, hi) in enumerate(parts)])
     merged = _merged_ranges(status, ranges, swap)
     total = partial[0]
     for ci in range(1, len(chunks)):
@@ -417,8 +414,6 @@ def _schedule(
     layers call with the same shapes every step). Without k chunks (``chunks`` empty),
     ``parts`` are the ``(b_lo, b_hi, r_lo, r_hi, t_lo, t_hi)`` blocks of the threads, in the
     kernel's (possibly swapped) orientation; with them, each thread's range of chunks."""
-    from approxsim.ops._cpu import split_range
-
     cost, swap, direct = _best(r, k, n, mantissa_bits)
     if force is not None:
         swap, direct = force
@@ -462,8 +457,6 @@ def transposed_copy(x: Tensor) -> Tensor:
     lib = load() if x.dtype == torch.float32 and x.device.type == "cpu" else None
     if lib is None or not x.is_contiguous() or x.dim() < 2 or x.numel() == 0:
         return t.contiguous()
-    from approxsim.ops._cpu import _run, split_range
-
     rows, cols = x.shape[-2], x.shape[-1]
     out = torch.empty(t.shape, dtype=x.dtype)
     src = x.reshape(-1, rows, cols)
@@ -483,7 +476,7 @@ def transposed_copy(x: Tensor) -> Tensor:
         for job in group:
             lib.approxsim_transpose(*job)
 
-    _run(call, [(grp,) for grp in groups])
+    run_jobs(call, [(grp,) for grp in groups])
     return out
 
 
@@ -492,8 +485,18 @@ ConvGeometry2d = tuple[int, int, int, int, int, int, int, int]
 
 
 def conv_out_size(size: int, k: int, s: int, d: int, p: int) -> int:
-    """Output length of a convolution: input ``size``, kernel ``k``, stride ``s``, dilation
-    ``d``, zero padding ``p`` on each side."""
+    """Output length of a convolution along one dimension (as torch computes it).
+
+    Args:
+        size: Input length.
+        k: Kernel length.
+        s: Stride.
+        d: Dilation.
+        p: Zero padding on each side.
+
+    Returns:
+        The output length (zero or negative when the dilated kernel does not fit).
+    """
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
@@ -501,10 +504,8 @@ def im2col_t(lib: Any, x: Tensor, geometry: ConvGeometry2d, out: Tensor | None =
     """The transposed patch matrix ``(C·kh·kw, N, Ho, Wo)`` of ``x`` ``(C, N, H, W)`` (float32,
     CPU, any strides; zero padding), rows in ``F.unfold``'s (channel, kh, kw) order; written
     into ``out`` (contiguous float32 of that many elements, any shape) when given, else into a
-    recycled block (:func:`._cpu.recycled`: in training autograd keeps the patches until the
+    recycled block (:func:`._scratch.recycled`: in training autograd keeps the patches until the
     backward pass, and fresh pages for them cost more than writing them)."""
-    from approxsim.ops._cpu import _run, recycled, split_range
-
     kh, kw, sh, sw, dh, dw, ph, pw = geometry
     c, n, h, w = x.shape
     ho, wo = conv_out_size(h, kh, sh, dh, ph), conv_out_size(w, kw, sw, dw, pw)
@@ -516,7 +517,7 @@ def im2col_t(lib: Any, x: Tensor, geometry: ConvGeometry2d, out: Tensor | None =
     planes = c * kh * kw
     workers = max(1, torch.get_num_threads()) if out.numel() >= 1 << 16 else 1
     head = (x.data_ptr(), *x.stride(), n, h, w, *geometry, ho, wo, out.data_ptr())
-    _run(lib.approxsim_im2col_t, [(*head, lo, hi) for lo, hi in split_range(planes, workers)])
+    run_jobs(lib.approxsim_im2col_t, [(*head, lo, hi) for lo, hi in split_range(planes, workers)])
     return out
 
 
@@ -525,8 +526,6 @@ def col2im_t(
 ) -> Tensor:
     """The adjoint of :func:`im2col_t`: ``g`` ``(C·kh·kw, N, Ho, Wo)`` summed back into a
     contiguous ``(C, N, H, W)`` tensor, each element's taps added in (kh, kw) order."""
-    from approxsim.ops._cpu import _run, split_range
-
     kh, kw, sh, sw, dh, dw, ph, pw = geometry
     c, n, h, w = shape
     ho, wo = conv_out_size(h, kh, sh, dh, ph), conv_out_size(w, kw, sw, dw, pw)
@@ -534,5 +533,5 @@ def col2im_t(
     gx = torch.zeros(shape, dtype=torch.float32)
     workers = max(1, torch.get_num_threads()) if g.numel() >= 1 << 16 else 1
     head = (g.data_ptr(), n, h, w, *geometry, ho, wo, gx.data_ptr())
-    _run(lib.approxsim_col2im_t, [(*head, lo, hi) for lo, hi in split_range(c, workers)])
+    run_jobs(lib.approxsim_col2im_t, [(*head, lo, hi) for lo, hi in split_range(c, workers)])
     return gx

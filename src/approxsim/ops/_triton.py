@@ -7,7 +7,7 @@ Two kernels, each with a launcher:
 * :func:`triton_lut_mul` — the elementwise product of two same-shape tensors.
 
 Every product is assembled from integer bit operations exactly as
-:func:`approxsim.multipliers._float.lut_product` (the specification) does, so products are
+:func:`approxsim.multipliers.numformat.lut_product` (the specification) does, so products are
 bit-identical to it, special values included: a NaN operand or ``inf · 0`` gives NaN, an
 infinite operand ±inf, a zero or subnormal operand a signed zero, overflow ±inf and underflow a
 signed zero; input rounding ``nearest`` may carry into the exponent, and a carry into exponent
@@ -72,7 +72,7 @@ def _decode_operand(
 ):
     """Decode float32 operands as an M-bit multiplier input port sees them.
 
-    Mirrors ``approxsim.multipliers._float.operand_index``. Returns ``(sign, exp_field,
+    Mirrors ``approxsim.multipliers.numformat.operand_index``. Returns ``(sign, exp_field,
     index, is_zero, is_inf, is_nan)``: the sign bit in place (int32 0 or 0x80000000), the
     biased exponent field after input rounding, the M-bit LUT index, and the masks of operands
     acting as zero (zero or subnormal, flushed), infinity (also a finite operand that rounding
@@ -120,7 +120,7 @@ def _lut_product(
     mask,  # which products are real (masked-off lanes gather nothing)
     MANTISSA_BITS: tl.constexpr,  # M
 ):
-    """``a ⊗ b`` from decoded operands; mirrors ``approxsim.multipliers._float.lut_product``.
+    """``a ⊗ b`` from decoded operands; mirrors ``approxsim.multipliers.numformat.lut_product``.
 
     The LUT value's exponent is added to ``ea + eb`` and its fraction copied, so the
     power-of-two scaling is exact. Returns the float32 products (broadcast shape).
@@ -296,7 +296,7 @@ def triton_lut_bmm(
     """Batched approximate matmul through a mantissa LUT, on the operands' device.
 
     ``out[b, r, n] = Σ_k a[b, r, k] ⊗ b[b, k, n]``: each product bit-identical to
-    :func:`approxsim.multipliers._float.lut_product`, the sum accumulated in float32.
+    :func:`approxsim.multipliers.numformat.lut_product`, the sum accumulated in float32.
     Any strides are accepted (they are passed to the kernel); the output is contiguous.
 
     Args:
@@ -386,7 +386,7 @@ def triton_lut_mul(
 ) -> Tensor:
     """Elementwise approximate product through a mantissa LUT, on the operands' device.
 
-    ``out[i] = a[i] ⊗ b[i]``, bit-identical to :func:`approxsim.multipliers._float.lut_product`.
+    ``out[i] = a[i] ⊗ b[i]``, bit-identical to :func:`approxsim.multipliers.numformat.lut_product`.
     No broadcasting: the caller expands operands to one shape first.
 
     Args:

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from approxsim.multipliers import Multiplier, MultiplierError, get_multiplier
-from approxsim.multipliers._float import ROUNDINGS
+from approxsim.multipliers import Multiplier, MultiplierError, MultiplierLike, get_multiplier
+from approxsim.multipliers.numformat import ROUNDINGS
 from approxsim.ops.reference import lut_mul_ref
 
 __all__ = ["matmul", "mul", "PassMultipliers", "resolve_passes"]
@@ -255,9 +255,9 @@ def _as_multiplier(m: Any, what: str) -> Multiplier:
 
 
 def resolve_passes(
-    multiplier: Multiplier | str | PassMultipliers,
-    grad_input: Multiplier | str | None = None,
-    grad_weight: Multiplier | str | None = None,
+    multiplier: MultiplierLike | PassMultipliers,
+    grad_input: MultiplierLike | None = None,
+    grad_weight: MultiplierLike | None = None,
 ) -> PassMultipliers:
     """Normalize the ways a user can name multipliers into a :class:`PassMultipliers`."""
     if isinstance(multiplier, PassMultipliers):

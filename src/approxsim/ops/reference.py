@@ -1,6 +1,6 @@
 """Pure-PyTorch reference implementations of the approximate ops (the specification).
 
-Every product goes through :func:`approxsim.multipliers._float.lut_product`, so results are
+Every product goes through :func:`approxsim.multipliers.numformat.lut_product`, so results are
 bit-identical per product to the multiplier; sums are float32 over K in order. Work is chunked
 so memory stays bounded (about ``_CHUNK`` products at a time) whatever the problem size. Slow
 by design: the fast kernels are tested against these.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from approxsim.multipliers._float import ROUNDINGS, lut_product
+from approxsim.multipliers.numformat import ROUNDINGS, lut_product
 
 __all__ = ["lut_bmm_ref", "lut_mul_ref", "lut_products_ref"]
 
