@@ -421,8 +421,8 @@ def test_train_on_cifar_resumes_identically(
     c10: tuple[Path, np.ndarray, np.ndarray], tmp_path: Path
 ) -> None:
     """``approxsim train --dataset cifar10`` unchanged: augmented epochs replay on resume."""
-    from approxsim.experiments.train import TrainConfig, train
     from approxsim.models import register_model, unregister_model
+    from approxsim.training import TrainConfig, train
 
     folder, _, _ = c10
     name = "_test_cifar_linear"

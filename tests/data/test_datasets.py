@@ -19,7 +19,7 @@ from approxsim.data import (
     load_dataset,
     write_idx,
 )
-from approxsim.data import datasets as datasets_mod
+from approxsim.data import registry as registry_mod
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -149,9 +149,9 @@ def test_missing_folder(tmp_path: Path) -> None:
 
 
 def test_fashion_mnist_not_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = datasets_mod._REGISTRY["fashion-mnist"]
+    spec = registry_mod._REGISTRY["fashion-mnist"]
     monkeypatch.setitem(
-        datasets_mod._REGISTRY,
+        registry_mod._REGISTRY,
         "fashion-mnist",
         dataclasses.replace(spec, default_dirs=lambda: [tmp_path / "absent"]),
     )

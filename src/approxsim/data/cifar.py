@@ -8,21 +8,30 @@ list of N class indices. ``batches.meta`` / ``meta`` hold the class names.
 Unpickling can run arbitrary code, so the reader only lets the few numpy constructors that
 an array needs through (:class:`_ArrayUnpickler`); anything else in the file is refused.
 Every inconsistency is a :class:`CifarFormatError` naming the file.
+
+:class:`CifarFormat` is the :class:`~approxsim.data.base.DatasetFormat` of CIFAR-10 and
+CIFAR-100: the extracted archive folder (or the folder holding it), its batch files read and
+concatenated, the class names taken from its meta file when present.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
+from approxsim.data.base import DatasetError, DatasetFormat, DatasetNotFoundError, ImageDataset
+from approxsim.data.transforms import RandomCropFlip
 from approxsim.errors import ApproxsimError
 
 __all__ = [
     "CifarFormatError",
+    "CifarFormat",
     "CIFAR10_CLASSES",
     "CIFAR100_CLASSES",
     "read_cifar_batch",
@@ -186,3 +195,118 @@ def read_cifar_meta(path: str | os.PathLike[str], key: bytes = b"label_names") -
     if not isinstance(names, (list, tuple)) or not all(isinstance(n, (bytes, str)) for n in names):
         raise CifarFormatError(f"{p}: {key!r} must be a list of names")
     return [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names]
+
+
+# ---------------------------------------------------------------------------- format
+@dataclass(frozen=True)
+class CifarFormat(DatasetFormat):
+    """A CIFAR dataset in its "python version" files.
+
+    Attributes:
+        folder: The folder the archive extracts to (``cifar-10-batches-py``).
+        files: Split → batch files, concatenated in this order.
+        label_key: The labels' key in a batch file (``b"labels"``, ``b"fine_labels"``).
+        meta_file: The file naming the classes (``batches.meta``, ``meta``).
+        meta_key: The class names' key in it.
+    """
+
+    folder: str
+    files: dict[str, tuple[str, ...]]
+    label_key: bytes
+    meta_file: str
+    meta_key: bytes
+
+    augmentable: ClassVar[bool] = True
+
+    def image_shape(self, image_size: int | None) -> tuple[int, int, int]:
+        """``(3, 32, 32)``."""
+        return (3, 32, 32)
+
+    def _holds_files(self, directory: Path) -> bool:
+        return any((directory / f).is_file() for fs in self.files.values() for f in fs)
+
+    def has_files(self, directory: Path) -> bool:
+        """Whether ``directory`` or its extracted archive folder holds a batch file."""
+        return self._holds_files(directory) or self._holds_files(directory / self.folder)
+
+    def locate(self, directory: Path) -> Path:
+        """The extracted archive folder: ``directory`` itself or its :attr:`folder`."""
+        # Accept the extracted folder itself or the folder it was extracted into.
+        if not self._holds_files(directory) and (directory / self.folder).is_dir():
+            return directory / self.folder
+        return directory
+
+    def _read(self, directory: Path, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+        """The images and labels of ``paths``, concatenated, labels checked."""
+        n = len(self.classes)
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        for path in paths:
+            images, labels = read_cifar_batch(path, self.label_key)
+            if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= n):
+                bad = int(labels.max()) if int(labels.max()) >= n else int(labels.min())
+                raise DatasetError(
+                    f"{self.name} in {directory}: {path.name} has label {bad}; labels "
+                    f"must lie in [0, {n})"
+                )
+            parts.append((images, labels))
+        images = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
+        labels = parts[0][1] if len(parts) == 1 else np.concatenate([p[1] for p in parts])
+        return images, labels
+
+    def _classes(self, directory: Path) -> tuple[str, ...]:
+        """The class names of the meta file when there is one, else the built-in names."""
+        meta = directory / self.meta_file
+        if not meta.is_file():
+            return self.classes
+        names = read_cifar_meta(meta, self.meta_key)
+        if len(names) != len(self.classes):
+            raise DatasetError(
+                f"{self.name} in {directory}: {self.meta_file} names {len(names)} "
+                f"classes, {self.name} has {len(self.classes)}; is this the right dataset?"
+            )
+        return tuple(names)
+
+    def load(
+        self, directory: Path, split: str, *, augment: bool, image_size: int | None
+    ) -> ImageDataset:
+        """Read a split's batch files (and the class names).
+
+        Args:
+            directory: The extracted archive folder.
+            split: ``"train"`` or ``"test"``.
+            augment: Attach the CIFAR training augmentation (4-pixel padded random crops
+                and horizontal flips).
+            image_size: Unused (32x32 images).
+
+        Returns:
+            An :class:`~approxsim.data.base.ImageDataset` of uint8 ``(N, 3, 32, 32)`` images.
+
+        Raises:
+            DatasetNotFoundError: a batch file is missing.
+            DatasetError: a malformed file, labels out of range or a meta file naming the
+                wrong number of classes.
+        """
+        paths = []
+        for fname in self.files[split]:
+            path = directory / fname
+            if not path.is_file():
+                raise DatasetNotFoundError(
+                    f"{self.name}: {directory} has no {fname}; {self.missing_hint}"
+                )
+            paths.append(path)
+        try:
+            images, labels = self._read(directory, paths)
+            classes = self._classes(directory)
+        except CifarFormatError as exc:
+            raise DatasetError(f"{self.name} in {directory}: {exc}") from None
+        return ImageDataset(
+            torch.from_numpy(images),
+            torch.from_numpy(labels),
+            mean=self.mean,
+            std=self.std,
+            classes=classes,
+            name=self.name,
+            split=split,
+            root=directory,
+            augmentation=RandomCropFlip(padding=4, flip=True) if augment else None,
+        )

@@ -9,7 +9,10 @@ shorter side and a centre crop (:func:`~approxsim.data.transforms.center_crop_bo
 the same per-channel normalization as every other dataset.
 
 An empty class folder, a split without class folders and an image Pillow cannot read are
-:class:`~approxsim.data.datasets.DatasetError` naming the folder or file.
+:class:`~approxsim.data.base.DatasetError` naming the folder or file.
+
+:class:`ImageFolderFormat` is the :class:`~approxsim.data.base.DatasetFormat` of such trees
+(ImageNet-1k and any other): labels follow the training split's sorted class folders.
 """
 
 from __future__ import annotations
@@ -17,17 +20,19 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from approxsim.data.datasets import (
+from approxsim.data.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     DatasetError,
+    DatasetFormat,
     DatasetNotFoundError,
     ImageDataset,
 )
@@ -35,7 +40,9 @@ from approxsim.data.transforms import RandomResizedCropFlip, center_crop_box
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "FOLDER_LAYOUT",
     "ImageFolderDataset",
+    "ImageFolderFormat",
     "find_classes",
     "scan_image_folder",
 ]
@@ -149,7 +156,7 @@ def scan_image_folder(
 class ImageFolderDataset(ImageDataset):
     """Images in a folder tree, decoded with Pillow, cropped and normalized per batch.
 
-    An :class:`~approxsim.data.datasets.ImageDataset` whose pixels are not in memory: it has
+    An :class:`~approxsim.data.base.ImageDataset` whose pixels are not in memory: it has
     :meth:`batch`, :meth:`batches`, :meth:`subset`, ``len()``, indexing, ``classes``,
     ``num_classes`` and ``sample_shape`` like the in-memory datasets, but no ``images``
     tensor. Each image is converted to RGB; with a ``train_transform`` and ``augment`` a
@@ -342,4 +349,98 @@ class ImageFolderDataset(ImageDataset):
             split=self.split,
             root=self.root,
             num_workers=self.num_workers,
+        )
+
+
+# ---------------------------------------------------------------------------- format
+#: Folder names of the test split of an ImageFolder tree, in order of preference.
+_TEST_DIRS = ("val", "test")
+
+#: How an ImageFolder tree is laid out, for messages.
+FOLDER_LAYOUT = "ROOT/train/CLASS/IMAGE and ROOT/val/CLASS/IMAGE"
+
+
+@dataclass(frozen=True)
+class ImageFolderFormat(DatasetFormat):
+    """A dataset of image files in class folders (``ROOT/train/CLASS/IMAGE``, ``ROOT/val/...``).
+
+    Attributes:
+        expected_classes: The number of class folders the dataset must have (ImageNet-1k:
+            1000); ``None``: any.
+        default_image_size: Side of the square crops when the caller names none.
+    """
+
+    expected_classes: int | None
+    default_image_size: int = 224
+
+    augmentable: ClassVar[bool] = True
+    sized: ClassVar[bool] = True
+
+    def image_shape(self, image_size: int | None) -> tuple[int, int, int]:
+        """``(3, S, S)``, ``S`` the requested or default crop size."""
+        s = image_size or self.default_image_size
+        return (3, s, s)
+
+    def num_classes(self) -> int | None:
+        """:attr:`expected_classes`: the folders decide the rest."""
+        return self.expected_classes
+
+    def has_files(self, directory: Path) -> bool:
+        """Whether ``directory`` has a ``train/``, ``val/`` or ``test/`` folder."""
+        return any((directory / d).is_dir() for d in ("train", *_TEST_DIRS))
+
+    def _split_dir(self, directory: Path, split: str) -> Path:
+        names = ("train",) if split == "train" else _TEST_DIRS
+        for n in names:
+            if (directory / n).is_dir():
+                return directory / n
+        want = " (nor test/)" if split == "test" else ""
+        raise DatasetNotFoundError(
+            f"{self.name}: {directory} has no {names[0]}/ folder{want} for the {split} split; "
+            f"expected {directory / names[0] / 'CLASS' / 'IMAGE'}; {self.missing_hint}"
+        )
+
+    def load(
+        self, directory: Path, split: str, *, augment: bool, image_size: int | None
+    ) -> ImageFolderDataset:
+        """List a split's images (decoded later, batch by batch).
+
+        Args:
+            directory: The folder holding ``train/`` and ``val/`` (or ``test/``).
+            split: ``"train"`` or ``"test"`` (``val/``, else ``test/``).
+            augment: Give training batches the random-resized crop and flip.
+            image_size: Side of the square crops; ``None``: :attr:`default_image_size`.
+
+        Returns:
+            An :class:`ImageFolderDataset`.
+
+        Raises:
+            DatasetNotFoundError: the split's folder is missing.
+            DatasetError: no class folders, an empty class folder, a class the training
+                split lacks, or the wrong number of classes.
+        """
+        split_dir = self._split_dir(directory, split)
+        # Labels are indices into the training split's sorted class folders, so a model
+        # trained on train/ reads val/ with the same numbering.
+        train_dir = directory / "train"
+        classes = find_classes(train_dir if train_dir.is_dir() else split_dir, self.name)
+        if self.expected_classes is not None and len(classes) != self.expected_classes:
+            raise DatasetError(
+                f"{self.name}: {train_dir if train_dir.is_dir() else split_dir} holds "
+                f"{len(classes)} class folders, {self.name} has {self.expected_classes}; for "
+                "another ImageFolder tree use the dataset 'imagefolder'"
+            )
+        classes, files, labels = scan_image_folder(split_dir, classes, name=self.name)
+        return ImageFolderDataset(
+            split_dir,
+            files,
+            torch.tensor(labels, dtype=torch.int64),
+            classes=classes,
+            mean=self.mean,
+            std=self.std,
+            image_size=image_size or self.default_image_size,
+            train_transform=RandomResizedCropFlip() if augment else None,
+            name=self.name,
+            split=split,
+            root=directory,
         )

@@ -5,6 +5,9 @@ number of dimensions), ``NN`` big-endian uint32 sizes, then the elements in C or
 Files may be gzip-compressed; the reader tells by the gzip magic bytes, not by the file name.
 Every inconsistency (bad magic, unknown type, a size that disagrees with the data) is an
 :class:`IdxFormatError` naming the file, so a damaged download is caught before training.
+
+:class:`IdxFormat` is the :class:`~approxsim.data.base.DatasetFormat` of the MNIST family: a
+folder holding the four IDX files (gzip-compressed or not, under either spelling mirrors use).
 """
 
 from __future__ import annotations
@@ -12,15 +15,26 @@ from __future__ import annotations
 import gzip
 import math
 import os
-import tempfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from approxsim._io import atomic_write_bytes
+from approxsim.data.base import DatasetError, DatasetFormat, DatasetNotFoundError, ImageDataset
 from approxsim.errors import ApproxsimError
 
-__all__ = ["IdxFormatError", "read_idx", "write_idx", "write_banded_mnist", "IDX_DTYPES"]
+__all__ = [
+    "IdxFormatError",
+    "IdxFormat",
+    "MNIST_FILES",
+    "read_idx",
+    "write_idx",
+    "write_banded_mnist",
+    "IDX_DTYPES",
+]
 
 #: IDX type codes and the big-endian numpy types they hold.
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -144,16 +158,7 @@ def write_idx(
     )
     if compress if compress is not None else p.suffix == ".gz":
         data = gzip.compress(data, mtime=0)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    return atomic_write_bytes(p, data)
 
 
 def write_banded_mnist(
@@ -185,3 +190,99 @@ def write_banded_mnist(
         write_idx(out / f"{prefix}-images-idx3-ubyte.gz", images)
         write_idx(out / f"{prefix}-labels-idx1-ubyte.gz", labels)
     return out
+
+
+# ---------------------------------------------------------------------------- format
+#: The MNIST family's files per split: ``(images stem, labels stem)``.
+MNIST_FILES: dict[str, tuple[str, str]] = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def _candidates(directory: Path, stem: str) -> list[Path]:
+    # The official downloads are "train-images-idx3-ubyte.gz"; some mirrors unpack them or
+    # spell them "train-images.idx3-ubyte".
+    dotted = stem.replace("-idx", ".idx")
+    return [directory / f for s in (stem, dotted) for f in (f"{s}.gz", s)]
+
+
+@dataclass(frozen=True)
+class IdxFormat(DatasetFormat):
+    """A dataset of grey images and labels in IDX files (MNIST, Fashion-MNIST).
+
+    Attributes:
+        files: Split → ``(images stem, labels stem)``; each file may end in ``.gz`` or not.
+        image_hw: ``(H, W)`` every image must have.
+    """
+
+    files: dict[str, tuple[str, str]]
+    image_hw: tuple[int, int]
+
+    def image_shape(self, image_size: int | None) -> tuple[int, int, int]:
+        """``(1, H, W)``; IDX datasets have one size."""
+        return (1, *self.image_hw)
+
+    def has_files(self, directory: Path) -> bool:
+        """Whether ``directory`` holds the training images under any accepted spelling."""
+        return any(p.is_file() for p in _candidates(directory, self.files["train"][0]))
+
+    def _find_file(self, directory: Path, stem: str) -> Path:
+        for path in _candidates(directory, stem):
+            if path.is_file():
+                return path
+        raise DatasetNotFoundError(
+            f"{self.name}: {directory} has no {stem}.gz (nor {stem}); {self.missing_hint}"
+        )
+
+    def load(
+        self, directory: Path, split: str, *, augment: bool, image_size: int | None
+    ) -> ImageDataset:
+        """Read a split's image and label files, checking their sizes and labels.
+
+        Args:
+            directory: The folder holding the IDX files.
+            split: ``"train"`` or ``"test"``.
+            augment: Unused (the MNIST family has no augmentation).
+            image_size: Unused (one size).
+
+        Returns:
+            An :class:`~approxsim.data.base.ImageDataset` of uint8 ``(N, 1, H, W)`` images.
+
+        Raises:
+            DatasetNotFoundError: a file is missing.
+            DatasetError: a malformed file, mismatched counts or labels out of range.
+        """
+        img_stem, lbl_stem = self.files[split]
+        img_path = self._find_file(directory, img_stem)
+        lbl_path = self._find_file(directory, lbl_stem)
+        try:
+            images = read_idx(img_path, ndim=3, dtype="uint8")
+            labels = read_idx(lbl_path, ndim=1, dtype="uint8")
+        except IdxFormatError as exc:
+            raise DatasetError(f"{self.name} in {directory}: {exc}") from None
+        if tuple(images.shape[1:]) != self.image_hw:
+            raise DatasetError(
+                f"{self.name} in {directory}: {img_path.name} holds {images.shape[1]}x"
+                f"{images.shape[2]} images, expected {self.image_hw[0]}x{self.image_hw[1]}"
+            )
+        if images.shape[0] != labels.shape[0]:
+            raise DatasetError(
+                f"{self.name} in {directory}: {img_path.name} holds {images.shape[0]} images "
+                f"but {lbl_path.name} holds {labels.shape[0]} labels"
+            )
+        if labels.size and int(labels.max()) >= len(self.classes):
+            raise DatasetError(
+                f"{self.name} in {directory}: {lbl_path.name} has label {int(labels.max())}; "
+                f"labels must be below {len(self.classes)}"
+            )
+        return ImageDataset(
+            torch.from_numpy(images),
+            torch.from_numpy(labels.astype(np.int64)),
+            mean=self.mean,
+            std=self.std,
+            classes=self.classes,
+            name=self.name,
+            split=split,
+            root=directory,
+        )

@@ -7,7 +7,6 @@ same products; timings are reported, never tested.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -15,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from approxsim.experiments.bench import Problem, add_bench_parser
-from approxsim.experiments.bench_direct import bench_direct, format_direct_table, run_direct_cli
+from approxsim.bench import Problem, bench_direct, format_direct_table
+from approxsim.cli import main
 from approxsim.multipliers.cmodel import load_cmodel
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mitchell.c"
@@ -64,22 +63,26 @@ def test_bench_direct_reports_both_engines(tmp_path: Path) -> None:
     json.dumps(res)
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_bench_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(argv)
-
-
 def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["bench", "direct", "--function", "mitchell_mul", "--mantissa-bits", "7"]
-    assert run_direct_cli(_parse([*base, "--c", str(tmp_path / "none.c")])) == 2
+    assert main([*base, "--c", str(tmp_path / "none.c")]) == 2
     assert "no such file" in capsys.readouterr().err
-    args = _parse([*base, "--c", str(EXAMPLE), "--problems", "gemm9999"])
-    assert run_direct_cli(args) == 2
+    assert main([*base, "--c", str(EXAMPLE), "--problems", "gemm9999"]) == 2
     assert "unknown problem" in capsys.readouterr().err
     if not torch.cuda.is_available():
-        assert run_direct_cli(_parse([*base, "--c", str(EXAMPLE), "--device", "cuda"])) == 2
+        assert main([*base, "--c", str(EXAMPLE), "--device", "cuda"]) == 2
         assert "CUDA is not available" in capsys.readouterr().err
-    args = _parse([*base[:3], "not_there", *base[4:], "--c", str(EXAMPLE)])
-    assert run_direct_cli(args) == 2
-    assert "not_there" in capsys.readouterr().err
+    assert main([*base[:3], "not_there", *base[4:], "--c", str(EXAMPLE)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("approxsim: error: function 'not_there'")
+
+
+def test_cli_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "d" / "direct.json"
+    argv = ["bench", "direct", "--c", str(EXAMPLE), "--function", "mitchell_mul"]
+    argv += ["--mantissa-bits", "7", "--problems", "tiny_gemm", "--reps", "1", "--warmup", "0"]
+    assert main([*argv, "--threads", "1", "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "approxsim bench direct: mitchell_mul (M=7)" in captured.out
+    assert "tiny_gemm" in captured.out and "results written to" in captured.err
+    assert json.loads(out.read_text())["results"][0]["problem"]["name"] == "tiny_gemm"

@@ -1,4 +1,4 @@
-"""``approxsim.experiments.bench``: the ops speed benchmark, on tiny problems.
+"""``approxsim.bench.ops`` and ``approxsim bench ops``: the ops speed benchmark, on tiny problems.
 
 These tests check the structure of the results, that every number is positive and finite, the
 JSON file and the CLI handler — never the timings themselves (speed is reported, not tested).
@@ -8,7 +8,6 @@ The conv form runs against a stand-in ``approxsim.nn`` (an im2col ``ApproxConv2d
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -22,21 +21,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import approxsim
-from approxsim.experiments import bench
-from approxsim.experiments.bench import (
+from approxsim.bench import (
     PASSES,
     PROBLEMS,
     QUICK_PROBLEMS,
     BenchError,
     ConvGeometry,
     Problem,
-    add_bench_parser,
     bench_ops,
     format_table,
     list_problems,
-    run_bench_cli,
     save_results,
 )
+from approxsim.bench import ops as bench
+from approxsim.bench.common import peak_bytes
+from approxsim.cli import build_parser, main
+from approxsim.cli.bench import run_bench_cli
 
 REPS, WARMUP = 2, 1
 
@@ -216,24 +216,16 @@ def test_bench_ops_unknown_multiplier() -> None:
         bench_ops("no_such_multiplier", quick=True)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="approxsim")
-    sub = parser.add_subparsers(dest="command")
-    add_bench_parser(sub)
-    return parser
-
-
 def test_cli_handler_writes_json(
     stub_nn: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "runs" / "bench.json"
-    args = _parser().parse_args(
-        ["bench", "ops", "--quick", "--reps", "2", "--warmup", "1", "--threads", "1"]
-        + ["--multiplier", "mbm5", "--json", str(out)]
-    )
+    argv = ["bench", "ops", "--quick", "--reps", "2", "--warmup", "1", "--threads", "1"]
+    argv += ["--multiplier", "mbm5", "--json", str(out)]
+    args = build_parser().parse_args(argv)
     assert (args.command, args.action) == ("bench", "ops")
     assert args.handler is run_bench_cli
-    assert run_bench_cli(args) == 0
+    assert main(argv) == 0
     captured = capsys.readouterr()
     assert "approx GMAC/s" in captured.out and "tiny_gemm" in captured.out
     assert "[1/6]" in captured.err and "results written to" in captured.err
@@ -242,23 +234,25 @@ def test_cli_handler_writes_json(
     assert data["config"]["threads"] == 1
     assert len(data["rows"]) == 6
     assert data["machine"]["versions"]["numba"]
+    # The file is written whole: no temporary file is left beside it.
+    assert sorted(p.name for p in out.parent.iterdir()) == ["bench.json"]
 
 
 def test_cli_handler_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    parser = _parser()
-    args = parser.parse_args(["bench", "ops", "--problems", "tiny_gemm,nope"])
-    assert run_bench_cli(args) == 2
-    assert "unknown problem 'nope'" in capsys.readouterr().err
-    args = parser.parse_args(["bench", "ops", "--quick", "--multiplier", "nope"])
-    assert run_bench_cli(args) == 2
+    assert main(["bench", "ops", "--problems", "tiny_gemm,nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown problem 'nope'" in err and err.count("\n") == 1
+    assert err.startswith("approxsim: error: ")
+    assert main(["bench", "ops", "--quick", "--multiplier", "nope"]) == 2
     assert "approxsim: error:" in capsys.readouterr().err
+    # The handler itself raises; the one error handler of approxsim.cli prints the line.
+    with pytest.raises(BenchError, match="unknown problem"):
+        run_bench_cli(build_parser().parse_args(["bench", "ops", "--problems", "nope"]))
     with pytest.raises(SystemExit):
-        parser.parse_args(["bench", "ops", "--reps", "0"])
+        build_parser().parse_args(["bench", "ops", "--reps", "0"])
 
 
 def test_peak_memory_counts_what_a_call_allocates() -> None:
-    from approxsim.experiments.bench import _peak_bytes
-
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("needs Linux /proc")
     size = 64 << 20
@@ -267,16 +261,16 @@ def test_peak_memory_counts_what_a_call_allocates() -> None:
         x = torch.ones(size // 4)  # touched, so resident
         del x
 
-    peak = _peak_bytes(allocate, torch.device("cpu"))
+    peak = peak_bytes(allocate, torch.device("cpu"))
     assert peak is not None and size * 0.9 <= peak <= size * 1.5
-    small = _peak_bytes(lambda: torch.ones(16), torch.device("cpu"))
+    small = peak_bytes(lambda: torch.ones(16), torch.device("cpu"))
     assert small is not None and small < 8 << 20
     # Memory approxsim keeps between calls counts too: a recycled block, resident and idle
     # before the call, is released first and the call's own allocation measured.
-    from approxsim.ops._cpu import recycled
+    from approxsim.ops._scratch import recycled
 
     recycled((size // 4,)).fill_(1.0)  # kept, idle, resident
-    again = _peak_bytes(lambda: recycled((size // 4,)).fill_(1.0), torch.device("cpu"))
+    again = peak_bytes(lambda: recycled((size // 4,)).fill_(1.0), torch.device("cpu"))
     assert again is not None and size * 0.9 <= again <= size * 1.5
     result = bench_ops(problems=["tiny_gemm"], reps=1, warmup=0)
     for row in result["rows"]:

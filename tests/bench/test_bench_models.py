@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from approxsim.experiments.bench import add_bench_parser
-from approxsim.experiments.bench_models import bench_models, format_models_table, run_models_cli
-
-
-def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_bench_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(argv)
+from approxsim.bench import bench_models, format_models_table
+from approxsim.cli import main
 
 
 def test_bench_models_rows() -> None:
@@ -38,16 +31,15 @@ def test_bench_models_rows() -> None:
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "m.json"
-    args = _parse(["bench", "models", "--models", "lenet5", "--batch-size", "2", "--batches", "1"]
-                  + ["--json", str(out)])  # fmt: skip
-    assert run_models_cli(args) == 0
+    argv = ["bench", "models", "--models", "lenet5", "--batch-size", "2", "--batches", "1"]
+    assert main([*argv, "--json", str(out)]) == 0
     assert "lenet5" in capsys.readouterr().out and json.loads(out.read_text())["batch_size"] == 2
-    assert run_models_cli(_parse(["bench", "models", "--models", "alexnet"])) == 2
+    assert main(["bench", "models", "--models", "alexnet"]) == 2
     assert "unknown model" in capsys.readouterr().err
-    assert run_models_cli(_parse(["bench", "models", "--multiplier", "nope9"])) == 2
-    assert run_models_cli(_parse(["bench", "models", "--tf32"])) == 2
+    assert main(["bench", "models", "--multiplier", "nope9"]) == 2
+    assert main(["bench", "models", "--tf32"]) == 2
     assert "tf32 applies to CUDA" in capsys.readouterr().err
     if not torch.cuda.is_available():
-        assert run_models_cli(_parse(["bench", "models", "--device", "cuda"])) == 2
+        assert main(["bench", "models", "--device", "cuda"]) == 2
         assert "CUDA is not available" in capsys.readouterr().err
-    assert run_models_cli(_parse(["bench", "models", "--device", "mps"])) == 2
+    assert main(["bench", "models", "--device", "mps"]) == 2
