@@ -3,7 +3,7 @@
 Each entry is a factory ``f(num_classes) -> nn.Module`` (optionally also taking an
 ``in_channels`` keyword, for models whose first layer adapts to the images' channel count)
 plus the training defaults its model was tuned with (optimizer, learning rate, momentum,
-weight decay, schedule, batch size), which :func:`approxsim.experiments.train.train` uses for
+weight decay, schedule, batch size), which :func:`approxsim.training.train` uses for
 settings the user leaves out.
 """
 

@@ -26,8 +26,9 @@ import torch
 import torch.distributed as dist
 
 from approxsim.data import write_banded_mnist
-from approxsim.experiments import train as train_mod
-from approxsim.experiments.train import TrainConfig, TrainError, load_checkpoint, train
+from approxsim.training import TrainConfig, TrainError, load_checkpoint, train
+from approxsim.training import loop as loop_mod
+from approxsim.training.processes import World, shard_batches, shard_span
 
 N_TRAIN, N_TEST = 60, 24
 BATCH = 15  # odd: every global batch splits 8/7 across two processes
@@ -74,13 +75,13 @@ def _worker(spec_file: str) -> int:
     dumps, out = Path(spec["dumps"]), Path(spec["out"])
     rank = int(os.environ["RANK"])
     models: list[torch.nn.Module] = []
-    make_optimizer = train_mod._make_optimizer
+    make_optimizer = loop_mod.make_optimizer
 
     def capture(cfg: Any, model: torch.nn.Module) -> Any:
         models.append(model)  # the unwrapped, converted model this rank trains
         return make_optimizer(cfg, model)
 
-    train_mod._make_optimizer = capture  # type: ignore[assignment]
+    loop_mod.make_optimizer = capture  # type: ignore[assignment]
     for step in spec["steps"]:
         models.clear()
         code = main(step["argv"])
@@ -136,17 +137,15 @@ def _records(out: Path) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------- sharding
-def _world(size: int, rank: int) -> Any:
-    return train_mod._World(size=size, rank=rank)
+def _world(size: int, rank: int) -> World:
+    return World(size=size, rank=rank)
 
 
 @pytest.mark.parametrize(("n", "batch", "size"), [(60, 15, 2), (31, 15, 2), (50, 16, 3), (7, 4, 4)])
 def test_shards_cover_the_single_process_batches(n: int, batch: int, size: int) -> None:
-    single = list(
-        train_mod._shard_batches(n, batch, torch.Generator().manual_seed(5), _world(1, 0))
-    )
+    single = list(shard_batches(n, batch, torch.Generator().manual_seed(5), _world(1, 0)))
     parts = [
-        list(train_mod._shard_batches(n, batch, torch.Generator().manual_seed(5), _world(size, r)))
+        list(shard_batches(n, batch, torch.Generator().manual_seed(5), _world(size, r)))
         for r in range(size)
     ]
     # A last batch with fewer samples than processes is skipped; all others are kept whole.
@@ -167,7 +166,7 @@ def test_shards_cover_the_single_process_batches(n: int, batch: int, size: int) 
 
 @pytest.mark.parametrize(("n", "size"), [(24, 2), (25, 3), (2, 4)])
 def test_test_set_spans_partition_it(n: int, size: int) -> None:
-    spans = [train_mod._shard_span(n, _world(size, r)) for r in range(size)]
+    spans = [shard_span(n, _world(size, r)) for r in range(size)]
     assert spans[0][0] == 0 and spans[-1][1] == n
     assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
 

@@ -1,0 +1,347 @@
+"""Compare training runs: final and best test accuracy, the gap to a baseline, and groups
+of runs that differ only in their seed.
+
+Reads run folders through :mod:`approxsim.training.rundir` (``config.json`` and
+``metrics.jsonl`` only), so runs can be compared while they are still going, or on a machine
+without the data. ``approxsim compare`` prints these tables;
+:func:`approxsim.plots.curves.plot_runs` draws the curves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from approxsim._text import text_table
+from approxsim.errors import ApproxsimError
+from approxsim.training.rundir import RunFolderError, read_run
+
+__all__ = [
+    "COMPARE_SCHEMA",
+    "CompareError",
+    "Run",
+    "load_run",
+    "compare_runs",
+    "format_comparison",
+    "compare_seed_groups",
+    "format_seed_groups",
+    "number_or_none",
+]
+
+COMPARE_SCHEMA = "approxsim.compare/1"
+
+
+class CompareError(ApproxsimError, ValueError):
+    """A run folder cannot be read; the message says which file and why."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run as read from its folder.
+
+    Attributes:
+        path: The run folder.
+        config: The ``config`` section of ``config.json`` (resolved settings).
+        multipliers: Multiplier names per pass (``forward``, ``grad_input``, ``grad_weight``).
+        history: The per-epoch records of ``metrics.jsonl``, in epoch order.
+        label: Short name for tables and legends (the multiplier, plus the backward
+            multipliers when they differ).
+    """
+
+    path: Path
+    config: dict[str, Any]
+    multipliers: dict[str, str]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    label: str = ""
+
+    @property
+    def exact(self) -> bool:
+        """True when all three passes used exact float32."""
+        return all(name == "fp32" for name in self.multipliers.values())
+
+
+def _label(multipliers: dict[str, str]) -> str:
+    fwd, gi, gw = multipliers["forward"], multipliers["grad_input"], multipliers["grad_weight"]
+    if gi == fwd and gw == fwd:
+        return fwd
+    return f"{fwd} (grad_input={gi}, grad_weight={gw})"
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> Run:
+    """Read a run folder written by ``approxsim train`` (through
+    :func:`approxsim.training.rundir.read_run`).
+
+    A last line of ``metrics.jsonl`` cut short (the run was killed while writing it) is
+    ignored; any other unreadable line is an error.
+
+    Args:
+        run_dir: The folder holding ``config.json`` and ``metrics.jsonl``.
+
+    Returns:
+        The :class:`Run`.
+
+    Raises:
+        CompareError: the folder or its files are missing or malformed.
+    """
+    try:
+        files = read_run(run_dir)
+    except RunFolderError as exc:
+        raise CompareError(str(exc)) from None
+    multipliers = files.multipliers
+    return Run(files.path, files.config, multipliers, files.history, _label(multipliers))
+
+
+def number_or_none(x: Any) -> float | None:
+    """``x`` as a float when it is a number (a metrics field may be missing or null)."""
+    return float(x) if isinstance(x, (int, float)) else None
+
+
+def compare_runs(
+    run_dirs: Sequence[str | os.PathLike[str]],
+    baseline: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Final and best test accuracy of each run and its gap to a baseline run.
+
+    Args:
+        run_dirs: Run folders.
+        baseline: The reference run (added to the runs if not among them). Default: the
+            first run whose three passes are exact float32, if any.
+
+    Returns:
+        ``{"schema", "baseline": path or None, "runs": [row, ...]}``; each row has ``run``,
+        ``label``, ``model``, ``dataset``, ``multipliers``, ``epochs`` (planned),
+        ``epochs_completed``, ``final_test_acc``, ``best_test_acc``, ``best_epoch``,
+        ``final_train_loss``, ``gap_final`` and ``gap_best`` (accuracy minus the baseline's
+        final accuracy, as fractions; ``None`` without a baseline), and ``is_baseline``.
+
+    Raises:
+        CompareError: no runs, or an unreadable run folder.
+    """
+    if not run_dirs:
+        raise CompareError("name at least one run folder")
+    runs = [load_run(d) for d in run_dirs]
+    base: Run | None = None
+    if baseline is not None:
+        want = Path(baseline).resolve()
+        base = next((r for r in runs if r.path.resolve() == want), None)
+        if base is None:
+            base = load_run(baseline)
+            runs.insert(0, base)
+    else:
+        base = next((r for r in runs if r.exact), None)
+    base_final = number_or_none(base.history[-1].get("test_acc")) if base and base.history else None
+    labels = [r.label for r in runs]
+    rows = []
+    for run in runs:
+        label = run.label
+        if labels.count(label) > 1:
+            label = f"{label} [{run.path.name}]"
+        final = run.history[-1] if run.history else {}
+        accs = [
+            (a, int(r["epoch"]))
+            for r in run.history
+            if (a := number_or_none(r.get("test_acc"))) is not None
+        ]
+        best_acc, best_epoch = max(accs, key=lambda t: t[0]) if accs else (None, None)
+        final_acc = number_or_none(final.get("test_acc"))
+        rows.append(
+            {
+                "run": str(run.path),
+                "label": label,
+                "model": run.config.get("model"),
+                "dataset": run.config.get("dataset"),
+                "multipliers": dict(run.multipliers),
+                "epochs": run.config.get("epochs"),
+                "epochs_completed": len(run.history),
+                "final_test_acc": final_acc,
+                "best_test_acc": best_acc,
+                "best_epoch": best_epoch,
+                "final_train_loss": number_or_none(final.get("train_loss")),
+                "gap_final": None
+                if base_final is None or final_acc is None
+                else final_acc - base_final,
+                "gap_best": None
+                if base_final is None or best_acc is None
+                else best_acc - base_final,
+                "is_baseline": run is base,
+            }
+        )
+    return {
+        "schema": COMPARE_SCHEMA,
+        "baseline": str(base.path) if base is not None else None,
+        "runs": rows,
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def _pp(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:+.2f} pp"
+
+
+def format_comparison(result: dict[str, Any]) -> str:
+    """A text table of :func:`compare_runs`' result (baseline marked with ``*``)."""
+    header = (
+        "run",
+        "multiplier",
+        "epochs",
+        "final acc",
+        "best acc (epoch)",
+        "gap final",
+        "gap best",
+    )
+    rows = [header]
+    for r in result["runs"]:
+        best = _pct(r["best_test_acc"])
+        if r["best_epoch"] is not None:
+            best += f" ({r['best_epoch']})"
+        epochs = f"{r['epochs_completed']}/{r['epochs']}"
+        rows.append(
+            (
+                ("* " if r["is_baseline"] else "  ") + Path(r["run"]).name,
+                r["label"],
+                epochs,
+                _pct(r["final_test_acc"]),
+                best,
+                "baseline" if r["is_baseline"] else _pp(r["gap_final"]),
+                "" if r["is_baseline"] else _pp(r["gap_best"]),
+            )
+        )
+    lines = text_table(rows[0], rows[1:], left=2, rule="columns")
+    if result["baseline"] is None:
+        lines.append("(no baseline: pass --baseline RUN_DIR or include an fp32 run)")
+    else:
+        lines.append("(* baseline; gaps are accuracy minus the baseline's final accuracy)")
+    return "\n".join(lines)
+
+
+#: Settings that do not change what a run computes (besides ``seed``, which groups vary).
+_NOT_RESULT_SETTINGS = frozenset(
+    {
+        "seed",
+        "out_dir",
+        "resume",
+        "overwrite",
+        "progress",
+        "threads",
+        "workers",
+        "device",
+        "data_dir",
+    }
+)
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, var**0.5
+
+
+def compare_seed_groups(run_dirs: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
+    """Runs that differ only in their seed, summarized per group: mean ± sample std.
+
+    Only runs that completed all their planned epochs enter the statistics, so a table made
+    while some runs are still going says how many seeds it rests on.
+
+    Args:
+        run_dirs: Run folders.
+
+    Returns:
+        ``{"schema", "groups": [group, ...]}`` in first-seen order; each group has ``model``,
+        ``dataset``, ``label``, ``multipliers``, ``epochs``, ``seeds`` (all seeds in the group),
+        ``seeds_complete``, ``final_mean`` / ``final_std`` and ``best_mean`` / ``best_std``
+        (test accuracy as fractions over the complete runs; std ``None`` below two runs),
+        ``gap_final`` (``final_mean`` minus that of the exact fp32 group of the same model and
+        dataset, or ``None``) and ``runs`` (folders).
+
+    Raises:
+        CompareError: no runs, or an unreadable run folder.
+    """
+    if not run_dirs:
+        raise CompareError("name at least one run folder")
+    groups: dict[str, list[Run]] = {}
+    for run in (load_run(d) for d in run_dirs):
+        settings = {k: v for k, v in run.config.items() if k not in _NOT_RESULT_SETTINGS}
+        key = json.dumps([settings, run.multipliers], sort_keys=True, default=str)
+        groups.setdefault(key, []).append(run)
+    rows: list[dict[str, Any]] = []
+    for members in groups.values():
+        first = members[0]
+        planned = first.config.get("epochs")
+        done = [r for r in members if r.history and len(r.history) >= (planned or 0)]
+        finals = [
+            a for r in done if (a := number_or_none(r.history[-1].get("test_acc"))) is not None
+        ]
+        bests = [
+            max(a for h in r.history if (a := number_or_none(h.get("test_acc"))) is not None)
+            for r in done
+            if any(number_or_none(h.get("test_acc")) is not None for h in r.history)
+        ]
+        final_mean, final_std = _mean_std(finals)
+        best_mean, best_std = _mean_std(bests)
+        rows.append(
+            {
+                "model": first.config.get("model"),
+                "dataset": first.config.get("dataset"),
+                "label": first.label,
+                "multipliers": dict(first.multipliers),
+                "exact": first.exact,
+                "epochs": planned,
+                "seeds": [r.config.get("seed") for r in members],
+                "seeds_complete": len(done),
+                "final_mean": final_mean,
+                "final_std": final_std,
+                "best_mean": best_mean,
+                "best_std": best_std,
+                "runs": [str(r.path) for r in members],
+            }
+        )
+    for row in rows:
+        base = next(
+            (
+                g
+                for g in rows
+                if g["exact"] and (g["model"], g["dataset"]) == (row["model"], row["dataset"])
+            ),
+            None,
+        )
+        row["gap_final"] = (
+            None
+            if base is None or base["final_mean"] is None or row["final_mean"] is None
+            else row["final_mean"] - base["final_mean"]
+        )
+    return {"schema": COMPARE_SCHEMA, "groups": rows}
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{100 * mean:.2f}" + ("" if std is None else f" ± {100 * std:.2f}")
+
+
+def format_seed_groups(result: dict[str, Any]) -> str:
+    """A Markdown table of :func:`compare_seed_groups`' result (accuracies in %)."""
+    lines = [
+        "| model | multiplier | epochs | seeds | final test acc (%) | best test acc (%) "
+        "| gap to fp32 (pp) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for g in result["groups"]:
+        gap = "-" if g["gap_final"] is None else f"{100 * g['gap_final']:+.2f}"
+        lines.append(
+            f"| {g['model']} | {g['label']} | {g['epochs']} "
+            f"| {g['seeds_complete']}/{len(g['seeds'])} "
+            f"| {_pm(g['final_mean'], g['final_std'])} | {_pm(g['best_mean'], g['best_std'])} "
+            f"| {gap} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""Comparing run folders (:mod:`approxsim.training.compare`), their curves
+(:mod:`approxsim.plots.curves`) and ``approxsim compare``, on the shared tiny runs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from training_helpers import metrics
+
+from approxsim.cli import build_parser, main
+from approxsim.plots.curves import plot_runs
+from approxsim.training.compare import (
+    COMPARE_SCHEMA,
+    CompareError,
+    compare_runs,
+    compare_seed_groups,
+    format_comparison,
+    format_seed_groups,
+    load_run,
+)
+
+
+def test_compare_table(approx_run: tuple[Path, dict], exact_run: tuple[Path, dict]) -> None:
+    approx_out, approx_res = approx_run
+    exact_out, exact_res = exact_run
+    result = compare_runs([approx_out, exact_out])
+    assert result["baseline"] == str(exact_out)  # the fp32 run, found by itself
+    rows = {r["label"]: r for r in result["runs"]}
+    base_acc = exact_res["final"]["test_acc"]
+    assert rows["fp32"]["is_baseline"] and rows["fp32"]["gap_final"] == 0
+    m7 = rows["mitchell7"]
+    assert m7["final_test_acc"] == approx_res["final"]["test_acc"]
+    assert m7["gap_final"] == pytest.approx(m7["final_test_acc"] - base_acc)
+    assert m7["best_test_acc"] == max(r["test_acc"] for r in approx_res["history"])
+    assert m7["epochs_completed"] == 2 and rows["fp32"]["epochs"] == 3
+    table = format_comparison(result)
+    assert "mitchell7" in table and "* fp32" in table and "pp" in table
+
+    explicit = compare_runs([approx_out], baseline=exact_out)
+    assert [r["label"] for r in explicit["runs"]] == ["fp32", "mitchell7"]
+    alone = compare_runs([approx_out])
+    assert alone["baseline"] is None and alone["runs"][0]["gap_final"] is None
+    assert "no baseline" in format_comparison(alone)
+
+
+def test_compare_plot_and_cli(
+    approx_run: tuple[Path, dict],
+    exact_run: tuple[Path, dict],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    png = plot_runs([approx_run[0], exact_run[0]], tmp_path / "curves.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    argv = ["compare", str(approx_run[0]), str(exact_run[0]), "--plot", str(tmp_path / "c2.png")]
+    assert build_parser().parse_args(argv).action is None
+    assert main([*argv, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert len(res["runs"]) == 2 and Path(res["plot"]).stat().st_size > 0
+    assert main(["compare", str(approx_run[0]), "--baseline", str(exact_run[0])]) == 0
+    assert "mitchell7" in capsys.readouterr().out
+    assert main(["compare", str(tmp_path)]) == 2
+    assert "approxsim: error: " in (err := capsys.readouterr().err) and "not a training run" in err
+
+
+def test_load_run_tolerates_cut_last_line(exact_run: tuple[Path, dict], tmp_path: Path) -> None:
+    src, _ = exact_run
+    run = tmp_path / "copy"
+    run.mkdir()
+    (run / "config.json").write_text((src / "config.json").read_text())
+    text = (src / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text(text + '{"epoch": 4, "train_lo')
+    assert [r["epoch"] for r in load_run(run).history] == [1, 2, 3]
+    (run / "metrics.jsonl").write_text("garbage\n" + text)
+    with pytest.raises(CompareError, match="line 1"):
+        load_run(run)
+    (run / "config.json").write_text("{}")
+    with pytest.raises(CompareError, match="malformed"):
+        load_run(run)
+    assert COMPARE_SCHEMA.startswith("approxsim.compare")
+    assert os.path.isdir(run)
+
+
+def _seed_copy(src: Path, dst: Path, seed: int, accs: list[float]) -> Path:
+    """A copy of run ``src`` claiming ``seed`` whose epochs end with test accuracies ``accs``."""
+    dst.mkdir(parents=True)
+    meta = json.loads((src / "config.json").read_text())
+    meta["config"]["seed"] = seed
+    meta["config"]["out_dir"] = str(dst)
+    (dst / "config.json").write_text(json.dumps(meta))
+    records = [{**r, "test_acc": a} for r, a in zip(metrics(src), accs, strict=False)]
+    (dst / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return dst
+
+
+def test_compare_groups_seeds(
+    approx_run: tuple[Path, dict],
+    exact_run: tuple[Path, dict],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    src = approx_run[0]  # 2 epochs planned
+    runs = [
+        _seed_copy(src, tmp_path / "a0", 0, [0.5, 0.60]),
+        _seed_copy(src, tmp_path / "a1", 1, [0.7, 0.64]),
+        _seed_copy(src, tmp_path / "a2", 2, [0.1]),  # interrupted: not in the statistics
+        exact_run[0],
+    ]
+    result = compare_seed_groups(runs)
+    groups = {g["label"]: g for g in result["groups"]}
+    assert set(groups) == {"mitchell7", "fp32"}
+    m7 = groups["mitchell7"]
+    assert m7["seeds"] == [0, 1, 2] and m7["seeds_complete"] == 2
+    assert m7["final_mean"] == pytest.approx(0.62)
+    assert m7["final_std"] == pytest.approx((2 * 0.02**2) ** 0.5)
+    assert m7["best_mean"] == pytest.approx((0.60 + 0.70) / 2)
+    base = exact_run[1]["final"]["test_acc"]
+    assert groups["fp32"]["final_std"] is None and groups["fp32"]["gap_final"] == 0
+    assert m7["gap_final"] == pytest.approx(0.62 - base)
+    table = format_seed_groups(result)
+    assert "| lenet5 | mitchell7 | 2 | 2/3 | 62.00 ± 2.83 |" in table
+    assert main(["compare", "--group-seeds", *map(str, runs)]) == 0
+    assert capsys.readouterr().out.strip() == table
+    assert main(["compare", "--group-seeds", str(src), "--plot", "x.png"]) == 2
+    assert "--group-seeds" in capsys.readouterr().err
