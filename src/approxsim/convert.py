@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Any, NamedTuple, cast
 
 from torch import nn
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
+# Pattern / PatternArg (the include / exclude forms) stay importable from here.
+from approxsim._select import LayerSelection
+from approxsim._select import Pattern as Pattern
+from approxsim._select import PatternArg as PatternArg
 from approxsim.errors import ApproxsimError
 from approxsim.multipliers import Multiplier
 from approxsim.nn import (
@@ -103,9 +106,6 @@ _ADDITIVE_NAME_PARTS = frozenset(
 _SAVED_FAST_PATH = "_approxsim_saved_fast_path"
 
 _NATIVE = "native"
-
-Pattern = str | type[nn.Module]
-PatternArg = Pattern | Sequence[Pattern] | None
 
 
 class UnsupportedModuleWarning(ApproxsimError, UserWarning):
@@ -242,32 +242,6 @@ def conversion_report(model: nn.Module) -> ConversionReport:
     return report
 
 
-# ---------------------------------------------------------------------------- selection
-def _patterns(arg: PatternArg, what: str) -> tuple[Pattern, ...] | None:
-    if arg is None:
-        return None
-    items: Sequence[Any] = (arg,) if isinstance(arg, str) or isinstance(arg, type) else tuple(arg)
-    for p in items:
-        if not (isinstance(p, str) or (isinstance(p, type) and issubclass(p, nn.Module))):
-            raise TypeError(
-                f"{what} takes fnmatch patterns on qualified module names (e.g. 'layer1.*'), "
-                f"nn.Module types (e.g. nn.Conv2d), or a list of them; got {p!r}"
-            )
-    return tuple(items)
-
-
-def _matches(patterns: tuple[Pattern, ...], chain: list[tuple[str, nn.Module]]) -> bool:
-    """True when a pattern names the module or one of its ancestors (by name or type)."""
-    for p in patterns:
-        for name, module in chain:
-            if isinstance(p, str):
-                if fnmatchcase(name, p):
-                    return True
-            elif isinstance(module, p):
-                return True
-    return False
-
-
 # ---------------------------------------------------------------------------- conversion
 def convert_model(
     model: nn.Module,
@@ -325,17 +299,11 @@ def convert_model(
     """
     _check_model(model, "convert_model")
     passes = resolve_passes(multiplier, grad_input, grad_weight)
-    inc = _patterns(include, "include")
-    exc = _patterns(exclude, "exclude")
+    selection = LayerSelection.parse(include, exclude)
     if not inplace:
         model = copy.deepcopy(model)
     done: dict[int, nn.Module] = {}
     unsupported: list[tuple[str, str]] = []
-
-    def selected(chain: list[tuple[str, nn.Module]]) -> bool:
-        if exc is not None and _matches(exc, chain):
-            return False
-        return inc is None or _matches(inc, chain)
 
     def convert(module: nn.Module, name: str, chain: list[tuple[str, nn.Module]]) -> nn.Module:
         if id(module) in done:  # a module used twice is converted once
@@ -343,12 +311,12 @@ def convert_model(
         chain = chain + [(name, module)]
         kind = _classify(module)
         result = module
-        if kind == "convertible" and selected(chain):
+        if kind == "convertible" and selection.selects(chain):
             result = _CONVERSIONS[type(module)].from_float(module, passes)
-        elif kind == "approx" and selected(chain):
+        elif kind == "approx" and selection.selects(chain):
             cast(ApproxModule, module).set_multiplier(passes)
         else:
-            if kind == "unsupported" and selected(chain):
+            if kind == "unsupported" and selection.selects(chain):
                 unsupported.append((name or "(model)", type(module).__name__))
             if not isinstance(module, nn.MultiheadAttention):
                 for child_name, child in _children(module):

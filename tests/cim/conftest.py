@@ -68,7 +68,7 @@ def fashion_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def std_run(tmp_path_factory: pytest.TempPathFactory, fashion_dir: Path) -> Path:
     """A LeNet-300-100 run folder written by ``approxsim train`` (2 epochs, 96 images)."""
-    from approxsim.experiments.train import TrainConfig, train
+    from approxsim.training import TrainConfig, train
 
     out = tmp_path_factory.mktemp("runs") / "standard"
     train(

@@ -197,6 +197,24 @@ def test_perturbation_file_round_trip_and_replay(tmp_path: Path, trained_mlp: nn
         assert accuracy(trained_mlp, held) == acc
 
 
+def test_perturbation_save_is_atomic(
+    tmp_path: Path, trained_mlp: nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import approxsim._io as io_mod
+
+    path = sample_perturbation(trained_mlp, DeviceConfig(sigma=0.2), seed=1).save(tmp_path / "p.pt")
+    before = path.read_bytes()
+
+    def broken(src: object, dst: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io_mod.os, "replace", broken)
+    with pytest.raises(OSError, match="disk full"):
+        sample_perturbation(trained_mlp, DeviceConfig(sigma=0.2), seed=2).save(path)
+    assert path.read_bytes() == before  # the old file, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.pt"]  # no temporary left
+
+
 def test_replay_on_other_weights_or_shapes_is_refused(tmp_path: Path) -> None:
     torch.manual_seed(0)
     a = nn.Sequential(nn.Linear(3, 4))

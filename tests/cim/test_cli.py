@@ -227,8 +227,8 @@ def test_ctrl_c_during_a_search_keeps_the_worst_so_far(
 
 @pytest.mark.parametrize("action", ["mc", "eval", "train"])
 def test_clip_flag_reaches_the_device_config(action: str) -> None:
-    from approxsim.cim.cli import _device_config
     from approxsim.cli import build_parser
+    from approxsim.cli.cim_commands import device_config_from_args as _device_config
 
     where = ["--out", "x"] if action == "train" else ["--checkpoint", "x"]
     argv = ["cim", action, *where, "--sigma", "0.1"]
@@ -286,3 +286,48 @@ def test_clipped_mc_and_eval_agree_and_misuse_is_refused(
         "--data-dir", str(fashion_dir), "--no-progress",
     )  # fmt: skip
     assert rc == 2 and "clip" in err
+
+
+def _help_options(capsys: pytest.CaptureFixture[str], *argv: str) -> set[str]:
+    """The option strings ``--help`` of a command lists (``-h, --help  show ...`` lines)."""
+    import re
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    found = set()
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("  -"):
+            head = re.split(r"\s{2,}", line.strip())[0]
+            found.update(part.split()[0] for part in head.split(", "))
+    return found
+
+
+def test_cim_train_offers_every_option_of_train(capsys: pytest.CaptureFixture[str]) -> None:
+    train = _help_options(capsys, "train")
+    cim_train = _help_options(capsys, "cim", "train")
+    assert {"--grad-input", "--grad-weight", "--include", "--seed", "--schedule"} <= train
+    assert train - cim_train == set()
+    assert {"--method", "--sigma", "--eps", "--adv-steps", "--clip"} <= cim_train
+
+
+def test_cim_train_takes_the_training_options(tmp_path: Path) -> None:
+    from approxsim.cim import CIMTrainConfig, DeviceConfig
+    from approxsim.cli import build_parser
+    from approxsim.cli.cim_commands import device_config_from_args
+    from approxsim.cli.train import training_config_from_args
+
+    args = build_parser().parse_args(
+        ["cim", "train", "--method", "noise", "--sigma", "0.1", "--out", str(tmp_path / "r"),
+         "--grad-input", "mitchell7", "--grad-weight", "fp32", "--optimizer", "adam",
+         "--schedule", "none", "--include", "fc*", "--seed", "7"]
+    )  # fmt: skip
+    base = training_config_from_args(args, multiplier="fp32")
+    assert base.grad_input is not None and base.grad_input.name == "mitchell7"
+    assert (base.optimizer, base.schedule, base.seed) == ("adam", "none", 7)
+    assert tuple(base.include or ()) == ("fc*",)  # --include converts these layers ...
+    cfg = CIMTrainConfig(
+        train=base, method="noise", device_model=device_config_from_args(args),
+        include=tuple(args.include),
+    )  # fmt: skip
+    assert cfg.include == ("fc*",) and cfg.device_model == DeviceConfig(sigma=0.1)  # ... maps them

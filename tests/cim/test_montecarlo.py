@@ -3,6 +3,9 @@ whose coverage holds."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,11 +14,13 @@ from torch import nn
 from approxsim.cim import (
     CIMError,
     DeviceConfig,
+    Perturbation,
     accuracy,
     chip,
     chip_seed,
     monte_carlo,
     quantile_interval,
+    run_monte_carlo,
     sample_perturbation,
     summarize,
 )
@@ -116,3 +121,82 @@ def test_monte_carlo_with_clipping(trained_mlp: nn.Module, blobs: tuple) -> None
     one = sample_perturbation(trained_mlp, cfg, seed=chip_seed(1, 2))
     with chip(trained_mlp, one):
         assert accuracy(trained_mlp, held) == a.accuracies[2]
+
+
+# ---------------------------------------------------------------------------- resumable runs
+def test_run_monte_carlo_resumes_after_ctrl_c_and_saves_the_worst_chip(
+    trained_mlp: nn.Module, blobs: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import approxsim.cim.montecarlo as mc_mod
+
+    _, held = blobs
+    cfg = DeviceConfig(sigma=0.15)
+    out = tmp_path / "mc.json"
+    real = mc_mod.accuracy
+    calls = {"n": 0}
+
+    def flaky(*a: object, **k: object) -> float:
+        calls["n"] += 1
+        if calls["n"] == 4:  # the clean chip, chips 0 and 1, then Ctrl-C in chip 2
+            raise KeyboardInterrupt
+        return real(*a, **k)  # type: ignore[arg-type]
+
+    bars: list[tuple[str, int]] = []
+
+    class Bar:
+        def update(self, n: int, loss: float | None = None, acc: float | None = None) -> None:
+            pass
+
+        def close(self) -> None:
+            bars.append(("closed", 0))
+
+    def progress(desc: str, total: int) -> Bar:
+        bars.append((desc, total))
+        return Bar()
+
+    meta = {"checkpoint": "run", "epoch": 3}
+    monkeypatch.setattr(mc_mod, "accuracy", flaky)
+    first = run_monte_carlo(
+        trained_mlp, held, cfg, samples=5, seed=3, out=out, meta=meta, progress=progress
+    )
+    assert not first.complete and first.result is None and first.chips_done == 2
+    assert json.loads(out.read_text()) == first.document
+    assert first.document["complete"] is False and list(first.document)[:3] == [
+        "schema", "checkpoint", "epoch",
+    ]  # fmt: skip
+    assert bars == [("monte carlo", 5 * 400), ("closed", 0)]  # closed on Ctrl-C too
+    monkeypatch.setattr(mc_mod, "accuracy", real)
+    with pytest.raises(CIMError, match=r"settings differ in \['seed'\]"):
+        run_monte_carlo(trained_mlp, held, cfg, samples=5, seed=4, out=out, resume=True, meta=meta)
+    # The epoch may differ (a checkpoint rewritten by a resumed training run).
+    done = run_monte_carlo(
+        trained_mlp, held, cfg, samples=5, seed=3, out=out, resume=True,
+        meta={**meta, "epoch": 4}, save_worst=tmp_path / "w.pt", progress=progress,
+    )  # fmt: skip
+    assert bars[-2] == ("monte carlo", 3 * 400)  # only the chips still to score
+    fresh = monte_carlo(trained_mlp, held, cfg, samples=5, seed=3)
+    assert done.complete and done.result is not None
+    assert done.result.accuracies == fresh.accuracies
+    doc = json.loads(out.read_text())
+    assert doc == done.document and doc["complete"] is True and doc["epoch"] == 4
+    assert doc["worst_chip_file"] == str(tmp_path / "w.pt")
+    with chip(trained_mlp, Perturbation.load(tmp_path / "w.pt")):
+        assert accuracy(trained_mlp, held) == min(fresh.accuracies)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_run_monte_carlo_arguments(trained_mlp: nn.Module, blobs: tuple, tmp_path: Path) -> None:
+    _, held = blobs
+    cfg = DeviceConfig(sigma=0.15)
+    with pytest.raises(CIMError, match="resume=True needs out="):
+        run_monte_carlo(trained_mlp, held, cfg, samples=2, resume=True)
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(CIMError, match="is not a result file"):
+        run_monte_carlo(trained_mlp, held, cfg, samples=2, out=tmp_path / "bad.json", resume=True)
+    # Without a file to continue, resume starts a new run; types are recorded by name.
+    run = run_monte_carlo(
+        trained_mlp, held, cfg, samples=2, out=tmp_path / "new.json", resume=True,
+        include=nn.Linear,
+    )  # fmt: skip
+    assert run.complete and run.document["include"] == ["torch.nn.modules.linear.Linear"]
+    assert run.document["accuracies"] == monte_carlo(trained_mlp, held, cfg, samples=2).accuracies

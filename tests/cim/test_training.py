@@ -24,7 +24,7 @@ from approxsim.cim import (
     weight_sign,
 )
 from approxsim.cim.training import _adversarial_deltas, _noise_deltas, checkpoint_method
-from approxsim.experiments.train import TrainConfig, evaluate, load_checkpoint
+from approxsim.training import TrainConfig, evaluate, load_checkpoint
 
 
 def _base(out: Path, data_dir: Path, **kw: Any) -> TrainConfig:

@@ -142,6 +142,48 @@ def test_include_exclude(
     assert _names(report.left_exact) == RESNET_LAYERS - expected
 
 
+@pytest.mark.parametrize(
+    "include,exclude",
+    [
+        ("layer1.*", None),
+        (nn.Linear, None),
+        (None, BasicBlock),
+        (["layer1", "fc"], ["layer1.0.conv2"]),
+        ("layer2*", "*downsample*"),
+    ],
+)
+def test_convert_and_the_cim_chip_select_the_same_layers(
+    resnet: TinyResNet, include: Any, exclude: Any
+) -> None:
+    """Both read include / exclude through approxsim._select: one rule, same layers."""
+    from approxsim.cim import select_layers
+
+    converted = _names(
+        conversion_report(
+            convert_model(resnet, "mitchell7", include=include, exclude=exclude)
+        ).converted
+    )
+    assert set(select_layers(resnet, include, exclude)) == converted
+
+
+def test_selection_rule_and_errors() -> None:
+    from approxsim._select import LayerSelection, matches, parse_patterns
+
+    root, block, conv = nn.Sequential(), nn.Sequential(), nn.Conv2d(1, 1, 1)
+    chain = [("", root), ("features", block), ("features.0", conv)]
+    assert matches(("features",), chain)  # an ancestor's name selects what is inside it
+    assert matches((nn.Conv2d,), chain) and not matches((nn.Linear, "head*"), chain)
+    assert LayerSelection.parse("features*", nn.Conv2d).selects(chain) is False  # exclude wins
+    assert LayerSelection.parse().selects(chain)
+    assert parse_patterns("a*", "include") == ("a*",) and parse_patterns(None, "x") is None
+
+    class Refused(ValueError):
+        pass
+
+    with pytest.raises(Refused, match=r"exclude takes fnmatch patterns .* 'blocks\.\*'"):
+        LayerSelection.parse(None, [1], error=Refused, example="blocks.*")
+
+
 def test_bad_arguments(resnet: TinyResNet) -> None:
     with pytest.raises(TypeError, match="fnmatch patterns"):
         convert_model(resnet, "mitchell7", include=[3])  # type: ignore[list-item]

@@ -11,10 +11,13 @@ device deviates by at most ``ε`` (worst-case search, after Yan, Hu and Shi, ICC
   clipping of conductances to the device range, read noise.
 * :func:`chip` — context manager: the model computes with a chip's weights inside it.
 * :func:`sample_perturbation` / :class:`Perturbation` — chip instances, saved and replayed.
-* :func:`monte_carlo` — accuracy over sampled chips with percentiles and intervals.
+* :func:`monte_carlo` — accuracy over sampled chips with percentiles and intervals;
+  :func:`run_monte_carlo` — the same as a resumable run with a result file (Ctrl-C keeps the
+  chips done, ``resume=True`` continues them) that can save the worst chip.
 * :func:`worst_case_search` — PGD / CW-style search of the worst deviations in a bound.
 * :func:`train_cim` — noise-injection and adversarial weight-perturbation training.
-* :func:`run_sweep` / :func:`plot_sweep` — accuracy versus variation magnitude.
+* :func:`run_sweep` / :func:`sweep_table` — accuracy versus variation magnitude (the figure:
+  :func:`approxsim.plots.cim.plot_sweep`, also importable from here).
 
 See docs/cim.md for the math, the command line and a reproduction of the paper's headline.
 """
@@ -44,7 +47,15 @@ from approxsim.cim.device import (
     weight_sign,
 )
 from approxsim.cim.evaluation import accuracy
-from approxsim.cim.montecarlo import MonteCarloResult, chip_seed, monte_carlo
+from approxsim.cim.montecarlo import (
+    MC_SCHEMA,
+    MonteCarloResult,
+    MonteCarloRun,
+    chip_seed,
+    monte_carlo,
+    read_result,
+    run_monte_carlo,
+)
 from approxsim.cim.search import (
     SEARCH_METHODS,
     SearchConfig,
@@ -80,6 +91,10 @@ __all__ = [
     "accuracy",
     "monte_carlo",
     "MonteCarloResult",
+    "MC_SCHEMA",
+    "run_monte_carlo",
+    "MonteCarloRun",
+    "read_result",
     "chip_seed",
     "summarize",
     "quantile_interval",

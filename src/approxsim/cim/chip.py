@@ -24,15 +24,18 @@ import hashlib
 import io
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from approxsim._io import atomic_write_bytes
+from approxsim._select import LayerSelection
+from approxsim._select import Pattern as Pattern
+from approxsim._select import PatternArg as PatternArg
 from approxsim.cim.device import (
     CIMError,
     DeviceConfig,
@@ -60,35 +63,8 @@ PERTURBATION_FORMAT = "approxsim.cim.perturbation/1"
 #: Layer types mapped to devices (subclasses included: approxsim's Approx* layers).
 _MAPPED_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
-Pattern = str | type[nn.Module]
-PatternArg = Pattern | Sequence[Pattern] | None
-
 
 # ---------------------------------------------------------------------------- selection
-def _patterns(arg: PatternArg, what: str) -> tuple[Pattern, ...] | None:
-    if arg is None:
-        return None
-    items: Sequence[Any] = (arg,) if isinstance(arg, (str, type)) else tuple(arg)
-    for p in items:
-        if not (isinstance(p, str) or (isinstance(p, type) and issubclass(p, nn.Module))):
-            raise CIMError(
-                f"{what} takes fnmatch patterns on qualified module names (e.g. 'features.*'), "
-                f"nn.Module types (e.g. nn.Conv2d), or a list of them; got {p!r}"
-            )
-    return tuple(items)
-
-
-def _matches(patterns: tuple[Pattern, ...], chain: list[tuple[str, nn.Module]]) -> bool:
-    """True when a pattern names the module or one of its ancestors (by name or type)."""
-    for p in patterns:
-        for name, module in chain:
-            if isinstance(p, str) and fnmatchcase(name, p):
-                return True
-            if isinstance(p, type) and isinstance(module, p):
-                return True
-    return False
-
-
 def select_layers(
     model: nn.Module, include: PatternArg = None, exclude: PatternArg = None
 ) -> dict[str, nn.Module]:
@@ -116,8 +92,7 @@ def select_layers(
     """
     if not isinstance(model, nn.Module):
         raise CIMError(f"expected an nn.Module, got {type(model).__name__}")
-    inc = _patterns(include, "include")
-    exc = _patterns(exclude, "exclude")
+    selection = LayerSelection.parse(include, exclude, error=CIMError, example="features.*")
     found: dict[str, nn.Module] = {}
     seen: set[int] = set()
     skipped: list[str] = []
@@ -127,7 +102,7 @@ def select_layers(
             return
         seen.add(id(module))
         chain = chain + [(name, module)]
-        chosen = (exc is None or not _matches(exc, chain)) and (inc is None or _matches(inc, chain))
+        chosen = selection.selects(chain)
         if isinstance(module, nn.MultiheadAttention):
             if chosen:
                 skipped.append(name or "(model)")
@@ -288,8 +263,6 @@ class Perturbation:
         Returns:
             The path written.
         """
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         torch.save(
             {
@@ -303,10 +276,7 @@ class Perturbation:
             },
             buf,
         )
-        tmp = p.with_name(f".{p.name}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, p)
-        return p
+        return atomic_write_bytes(path, buf.getvalue())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Perturbation:

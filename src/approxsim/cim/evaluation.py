@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from approxsim._runtime import ProgressLike
 from approxsim.cim.device import CIMError
 
 __all__ = ["DataLike", "num_samples", "iter_batches", "split_data", "accuracy", "model_device"]
@@ -113,7 +114,7 @@ def accuracy(
     data: DataLike,
     *,
     batch_size: int = 1000,
-    progress: Any = None,
+    progress: ProgressLike | None = None,
 ) -> float:
     """Top-1 accuracy of ``model`` (in eval mode) over ``data``.
 

@@ -3,24 +3,48 @@
 Chip ``i`` of a run with seed ``seed`` draws its deviations from a generator seeded with a
 hash of ``(seed, i)`` only, so the first ``k`` chips of a 100-chip run are the chips of a
 ``k``-chip run, and an interrupted run continues exactly (``previous=``).
+
+Two levels:
+
+* :func:`monte_carlo` scores the chips in memory and returns a :class:`MonteCarloResult`;
+* :func:`run_monte_carlo` is the resumable run behind ``approxsim cim mc``: it keeps a result
+  file up to date after every chip (schema ``approxsim.cim.mc/1``), continues a partial file
+  with ``resume=True`` (refusing one made with other settings), can save the worst chip for
+  replay, and on Ctrl-C returns what is complete instead of losing it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from approxsim._io import atomic_write_json
+from approxsim._runtime import ProgressFactory, ProgressLike
 from approxsim.cim.chip import PatternArg, Perturbation, chip, sample_perturbation, select_layers
 from approxsim.cim.device import CIMError, DeviceConfig
 from approxsim.cim.evaluation import DataLike, accuracy, num_samples
 from approxsim.cim.stats import summarize
 
-__all__ = ["MonteCarloResult", "monte_carlo", "chip_seed"]
+__all__ = [
+    "MC_SCHEMA",
+    "MonteCarloResult",
+    "MonteCarloRun",
+    "monte_carlo",
+    "run_monte_carlo",
+    "chip_seed",
+    "read_result",
+]
+
+#: Schema of the result file :func:`run_monte_carlo` writes.
+MC_SCHEMA = "approxsim.cim.mc/1"
 
 
 def chip_seed(seed: int, index: int, stream: str = "devices") -> int:
@@ -86,7 +110,7 @@ def monte_carlo(
     confidence: float = 0.95,
     previous: Sequence[float] = (),
     on_chip: Callable[[int, float], None] | None = None,
-    progress: Any = None,
+    progress: ProgressLike | None = None,
 ) -> MonteCarloResult:
     """Score ``samples`` chips drawn from ``config`` on ``data``.
 
@@ -145,3 +169,181 @@ def monte_carlo(
         seconds=time.perf_counter() - t0,
         worst_index=worst,
     )
+
+
+# ---------------------------------------------------------------------------- resumable runs
+@dataclass
+class MonteCarloRun:
+    """What :func:`run_monte_carlo` did.
+
+    Attributes:
+        document: The result document (what the result file holds): the run's settings,
+            ``accuracies`` of the chips done and ``complete``; once complete also
+            :meth:`MonteCarloResult.to_dict`'s fields and, with ``save_worst``,
+            ``worst_chip_file``.
+        result: The finished run; ``None`` when it was interrupted.
+    """
+
+    document: dict[str, Any]
+    result: MonteCarloResult | None
+
+    @property
+    def complete(self) -> bool:
+        """Whether every chip was scored (``False``: interrupted, resumable)."""
+        return self.result is not None
+
+    @property
+    def chips_done(self) -> int:
+        """Number of chips scored so far, resumed ones included."""
+        return len(self.document["accuracies"])
+
+
+def read_result(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a JSON result file to continue it (a Monte Carlo run, a sweep).
+
+    Args:
+        path: The file.
+
+    Returns:
+        Its JSON object.
+
+    Raises:
+        CIMError: the file cannot be read, is not JSON, or is not a JSON object.
+    """
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CIMError(f"cannot read {path} to resume it: {exc}") from None
+    if not isinstance(obj, dict):
+        raise CIMError(f"{path} is not a result file")
+    return obj
+
+
+def _recorded(patterns: PatternArg) -> list[str] | None:
+    """Layer patterns as the result file records them: a list of strings (types by name)."""
+    if patterns is None:
+        return None
+    items = [patterns] if isinstance(patterns, (str, type)) else list(patterns)
+    return [p if isinstance(p, str) else f"{p.__module__}.{p.__qualname__}" for p in items]
+
+
+def _resumed_chips(
+    out: str | os.PathLike[str] | None, resume: bool, settings: Mapping[str, Any], samples: int
+) -> list[float]:
+    """Accuracies of the chips a partial result file already holds (``[]`` for a new run)."""
+    if not resume:
+        return []
+    if out is None:
+        raise CIMError("resume=True needs out= (the result file to continue)")
+    if not Path(out).exists():
+        return []
+    old = read_result(out)
+    # The epoch is left out: a checkpoint rewritten by a resumed training run is the same one.
+    diffs = [k for k in settings if k != "epoch" and old.get(k) != settings[k]]
+    if diffs:
+        raise CIMError(f"cannot resume {out}: settings differ in {diffs}")
+    return [float(a) for a in list(old.get("accuracies", []))[:samples]]
+
+
+def run_monte_carlo(
+    model: nn.Module,
+    data: DataLike,
+    config: DeviceConfig,
+    *,
+    samples: int = 100,
+    seed: int = 0,
+    include: PatternArg = None,
+    exclude: PatternArg = None,
+    batch_size: int = 1000,
+    confidence: float = 0.95,
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    save_worst: str | os.PathLike[str] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    progress: ProgressFactory | None = None,
+) -> MonteCarloRun:
+    """A resumable Monte Carlo run: :func:`monte_carlo` plus its result file.
+
+    The document starts with ``schema``, the fields of ``meta`` (what the model and data
+    are: checkpoint, epoch, data split ...), ``device``, ``seed``, ``include`` and
+    ``exclude``; these are the run's settings. With ``out`` it is written (atomically) after
+    every chip with ``complete: false`` and once more at the end with the summary and
+    ``complete: true``. ``resume=True`` continues the chips of an existing ``out`` with the
+    same settings (the file of a finished run too: asking for more ``samples`` extends it).
+    Ctrl-C while chips are scored keeps the completed chips (in ``out`` and in the returned
+    document) and returns an incomplete :class:`MonteCarloRun`.
+
+    Args:
+        model: The trained model (plain, or converted to approximate layers).
+        data: Dataset or ``(images, labels)`` to score each chip on.
+        config: The device model (``sigma``, write-verify, read noise, ``clip``).
+        samples: Number of chips.
+        seed: Seed of the run; chip ``i`` depends on ``(seed, i)`` only.
+        include: Layers to map (as :func:`~approxsim.cim.select_layers`).
+        exclude: Layers to keep digital.
+        batch_size: Samples per forward pass.
+        confidence: Coverage of the intervals in the summary.
+        out: Result file kept up to date (JSON); ``None``: none.
+        resume: Continue the run in ``out`` (which may not exist yet).
+        save_worst: Save the worst chip's :class:`~approxsim.cim.Perturbation` here (replay
+            it with :func:`~approxsim.cim.chip`); recorded as ``worst_chip_file``.
+        meta: Fields describing the model and data, stored and compared on resume.
+        progress: Makes the progress report of the chips still to score (counting images).
+
+    Returns:
+        A :class:`MonteCarloRun`; ``run.complete`` is ``False`` after Ctrl-C.
+
+    Raises:
+        CIMError: invalid arguments, ``resume`` without ``out``, or an ``out`` made with
+            other settings or unreadable.
+        OSError: a result file cannot be written.
+    """
+    settings = {
+        "schema": MC_SCHEMA,
+        **(meta or {}),
+        "device": config.to_dict(),
+        "seed": seed,
+        "include": _recorded(include),
+        "exclude": _recorded(exclude),
+    }
+    previous = _resumed_chips(out, resume, settings, samples)
+    partial = dict(settings, accuracies=list(previous), complete=False)
+
+    def saved(i: int, acc: float) -> None:
+        partial["accuracies"].append(acc)
+        if out is not None:
+            atomic_write_json(out, partial)
+
+    bar = None
+    if progress is not None:
+        bar = progress("monte carlo", (samples - len(previous)) * num_samples(data))
+    try:
+        res = monte_carlo(
+            model,
+            data,
+            config,
+            samples=samples,
+            seed=seed,
+            include=include,
+            exclude=exclude,
+            batch_size=batch_size,
+            confidence=confidence,
+            previous=previous,
+            on_chip=saved,
+            progress=bar,
+        )
+    except KeyboardInterrupt:
+        return MonteCarloRun(partial, None)
+    finally:
+        if bar is not None:
+            bar.close()
+    doc = {**settings, **res.to_dict(), "complete": True}
+    if save_worst is not None:
+        worst = sample_perturbation(
+            model, config, seed=chip_seed(seed, res.worst_index), include=include, exclude=exclude
+        )
+        worst.meta.update(chip=res.worst_index, accuracy=res.accuracies[res.worst_index])
+        doc["worst_chip_file"] = str(worst.save(save_worst))
+    if out is not None:
+        atomic_write_json(out, doc)
+    return MonteCarloRun(doc, res)

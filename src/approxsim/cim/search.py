@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from approxsim._runtime import ProgressLike
 from approxsim.cim.chip import (
     PatternArg,
     Perturbation,
@@ -243,7 +244,7 @@ def worst_case_search(
     include: PatternArg = None,
     exclude: PatternArg = None,
     eval_batch_size: int = 1000,
-    progress: Any = None,
+    progress: ProgressLike | None = None,
     on_restart: Callable[[int, float], None] | None = None,
 ) -> SearchResult:
     """Search the bounded device deviations that minimize accuracy on ``attack_data``.
@@ -281,6 +282,74 @@ def worst_case_search(
     eps_w = search.eps_weight(cfg)
     eps_d = search.eps_device(cfg)
     layers = select_layers(model, include, exclude)
+    best, restart_accs, interrupted = _restarts(
+        model, layers, attack_data, cfg, search, eps_w, eval_batch_size, progress, on_restart
+    )
+    devs = {}
+    for name, d in best.items():
+        w = layers[name]._parameters["weight"]
+        assert w is not None
+        dg = weight_delta_to_device(d, weight_sign(w.detach()), cfg)
+        devs[name] = dg.clamp(-eps_d, eps_d).to("cpu", torch.float32)
+    pert = Perturbation(
+        cfg,
+        devs,
+        weights_digest(layers),
+        {
+            "kind": "worst-case",
+            "search": search.to_dict(),
+            "eps_weight": eps_w,
+            "eps_device": eps_d,
+        },
+    )
+    # Scored from the stored perturbation, so replaying the file gives these numbers.
+    clean = _scores(
+        model,
+        attack_data,
+        heldout_data,
+        eval_batch_size,
+        config=cfg,
+        include=include,
+        exclude=exclude,
+    )
+    attack_acc, heldout_acc = _scores(model, attack_data, heldout_data, eval_batch_size, pert=pert)
+    pert.meta.update(attack_accuracy=attack_acc, heldout_accuracy=heldout_acc)
+    return SearchResult(
+        perturbation=pert,
+        search=search,
+        eps_weight=eps_w,
+        eps_device=eps_d,
+        attack_accuracy=attack_acc,
+        attack_clean_accuracy=clean[0],
+        heldout_accuracy=heldout_acc,
+        heldout_clean_accuracy=clean[1],
+        restart_accuracies=restart_accs,
+        stats=pert.stats(layers),
+        seconds=time.perf_counter() - t0,
+        interrupted=interrupted,
+    )
+
+
+def _restarts(
+    model: nn.Module,
+    layers: dict[str, nn.Module],
+    attack_data: DataLike,
+    cfg: DeviceConfig,
+    search: SearchConfig,
+    eps_w: float,
+    eval_batch_size: int,
+    progress: ProgressLike | None,
+    on_restart: Callable[[int, float], None] | None,
+) -> tuple[dict[str, Tensor], list[float], bool]:
+    """Run the restarts with the model in eval mode and its Parameters frozen (both restored).
+
+    Returns:
+        The worst ``δ`` per layer, the attack-split accuracy after each restart, and whether
+        Ctrl-C ended the search early.
+
+    Raises:
+        KeyboardInterrupt: before the first restart finished.
+    """
     dev = model_device(model)
     was_training = model.training
     flags = [(p, p.requires_grad) for p in model.parameters()]
@@ -313,54 +382,33 @@ def worst_case_search(
         for p, flag in flags:
             p.requires_grad_(flag)
         model.train(was_training)
-    assert best is not None
-    devs = {}
-    for name, d in best.items():
-        w = layers[name]._parameters["weight"]
-        assert w is not None
-        dg = weight_delta_to_device(d, weight_sign(w.detach()), cfg)
-        devs[name] = dg.clamp(-eps_d, eps_d).to("cpu", torch.float32)
-    pert = Perturbation(
-        cfg,
-        devs,
-        weights_digest(layers),
-        {
-            "kind": "worst-case",
-            "search": search.to_dict(),
-            "eps_weight": eps_w,
-            "eps_device": eps_d,
-        },
-    )
-    with chip(model, config=cfg, include=include, exclude=exclude) as h:
-        attack_clean = accuracy(model, attack_data, batch_size=eval_batch_size)
-        h.check_called()
-        heldout_clean = (
-            accuracy(model, heldout_data, batch_size=eval_batch_size)
+    assert best is not None  # at least one restart finished, or the interrupt was re-raised
+    return best, restart_accs, interrupted
+
+
+def _scores(
+    model: nn.Module,
+    attack_data: DataLike,
+    heldout_data: DataLike | None,
+    batch_size: int,
+    *,
+    pert: Perturbation | None = None,
+    config: DeviceConfig | None = None,
+    include: PatternArg = None,
+    exclude: PatternArg = None,
+) -> tuple[float, float | None]:
+    """Accuracy on the attack and the held-out split (``None`` without one) of the chip
+    ``pert`` (or, without it, of the nominal chip of ``config``)."""
+    with chip(model, pert, config=config, include=include, exclude=exclude) as h:
+        attack = accuracy(model, attack_data, batch_size=batch_size)
+        if pert is None:
+            h.check_called()
+        held = (
+            accuracy(model, heldout_data, batch_size=batch_size)
             if heldout_data is not None
             else None
         )
-    with chip(model, pert):
-        attack_acc = accuracy(model, attack_data, batch_size=eval_batch_size)
-        heldout_acc = (
-            accuracy(model, heldout_data, batch_size=eval_batch_size)
-            if heldout_data is not None
-            else None
-        )
-    pert.meta.update(attack_accuracy=attack_acc, heldout_accuracy=heldout_acc)
-    return SearchResult(
-        perturbation=pert,
-        search=search,
-        eps_weight=eps_w,
-        eps_device=eps_d,
-        attack_accuracy=attack_acc,
-        attack_clean_accuracy=attack_clean,
-        heldout_accuracy=heldout_acc,
-        heldout_clean_accuracy=heldout_clean,
-        restart_accuracies=restart_accs,
-        stats=pert.stats(layers),
-        seconds=time.perf_counter() - t0,
-        interrupted=interrupted,
-    )
+    return attack, held
 
 
 def _check_no_clip(config: DeviceConfig) -> None:
@@ -384,7 +432,7 @@ def _one_restart(
     eps: float,
     restart: int,
     dev: torch.device,
-    progress: Any,
+    progress: ProgressLike | None,
 ) -> dict[str, Tensor]:
     """One start of PGD or CW; returns the final ``δ`` per layer (detached, in the box)."""
     g_init = torch.Generator().manual_seed(chip_seed(search.seed, restart, "search-init"))

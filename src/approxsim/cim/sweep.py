@@ -13,25 +13,30 @@ records
 
 The results are one JSON document (schema ``approxsim.cim.sweep/1``), rewritten after every
 completed piece, so an interrupted sweep keeps its results and ``previous=`` continues it.
-:func:`plot_sweep` draws it.
+:func:`approxsim.plots.cim.plot_sweep` draws it (also importable from here).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
+from approxsim._runtime import ProgressFactory, ProgressLike
 from approxsim._text import text_table
 from approxsim.cim.chip import PatternArg, chip
 from approxsim.cim.device import CIMError, DeviceConfig, per_device_bound, per_weight_bound
 from approxsim.cim.evaluation import DataLike, accuracy, num_samples
 from approxsim.cim.montecarlo import monte_carlo
 from approxsim.cim.search import SEARCH_METHODS, SearchConfig, worst_case_search
+
+# The figure is drawn in approxsim.plots; importable from here as before.
+from approxsim.plots.cim import plot_sweep
 
 __all__ = ["SWEEP_SCHEMA", "run_sweep", "plot_sweep", "sweep_table"]
 
@@ -87,7 +92,7 @@ def run_sweep(
     model_info: dict[str, dict[str, Any]] | None = None,
     previous: dict[str, Any] | None = None,
     on_update: Callable[[dict[str, Any]], None] | None = None,
-    progress: Callable[[str, int], Any] | None = None,
+    progress: ProgressFactory | None = None,
 ) -> dict[str, Any]:
     """Monte Carlo and worst case at each ``ε`` for each model.
 
@@ -122,8 +127,63 @@ def run_sweep(
     Raises:
         CIMError: invalid settings (among them ``config.clip``), or ``previous`` made with
             other settings.
+        KeyboardInterrupt: Ctrl-C; every piece finished before it was passed to
+            ``on_update``.
     """
     config = config or DeviceConfig()
+    _check_arguments(config, unit, eps_values, methods, [label for label, _ in models])
+    search = search or SearchConfig(eps=1.0)
+    data = dict(data_info or {})
+    data.setdefault("attack_samples", num_samples(attack_data))
+    data.setdefault("heldout_samples", num_samples(heldout_data))
+    settings = _settings(
+        config, eps_values, unit, mc_samples, mc_bounded, seed, search, methods, data
+    )
+    doc: dict[str, Any] = dict(settings)
+    doc["models"] = []
+    old_models = _previous_models(previous, settings)
+    run = _SweepRun(
+        doc,
+        attack_data,
+        heldout_data,
+        config,
+        unit,
+        mc_samples,
+        mc_bounded,
+        seed,
+        search,
+        methods,
+        include,
+        exclude,
+        batch_size,
+        on_update,
+        progress,
+    )
+    for label, model in models:
+        old = old_models.get(label, {})
+        entry: dict[str, Any] = {"label": label, **(model_info or {}).get(label, {})}
+        entry["clean"] = old.get("clean")
+        old_points = {p["eps"]: p for p in old.get("points", [])}
+        entry["points"] = []
+        doc["models"].append(entry)
+        if entry["clean"] is None:
+            entry["clean"] = run.clean(model)
+            run.save()
+        for eps in eps_values:
+            point: dict[str, Any] = dict(old_points.get(float(eps), {}))
+            entry["points"].append(point)
+            run.point(label, model, float(eps), point)
+    return doc
+
+
+def _check_arguments(
+    config: DeviceConfig,
+    unit: str,
+    eps_values: Sequence[float],
+    methods: Sequence[str],
+    labels: list[str],
+) -> None:
+    """Refuse invalid sweep settings before any work starts."""
     if config.clip:  # checked before any Monte Carlo work, not when the first search starts
         raise CIMError(
             "a sweep runs the worst-case search, which does not support conductance clipping "
@@ -138,131 +198,134 @@ def run_sweep(
     bad = [m for m in methods if m not in SEARCH_METHODS]
     if bad or not methods:
         raise CIMError(f"methods must be among {SEARCH_METHODS}, got {list(methods)!r}")
-    labels = [label for label, _ in models]
     if len(set(labels)) != len(labels) or not labels:
         raise CIMError(f"model labels must be distinct and at least one, got {labels}")
-    search = search or SearchConfig(eps=1.0)
-    data = dict(data_info or {})
-    data.setdefault("attack_samples", num_samples(attack_data))
-    data.setdefault("heldout_samples", num_samples(heldout_data))
-    settings = _settings(
-        config, eps_values, unit, mc_samples, mc_bounded, seed, search, methods, data
-    )
-    doc: dict[str, Any] = dict(settings)
-    doc["models"] = []
-    old_models: dict[str, Any] = {}
-    if previous is not None:
-        diffs = [k for k in settings if k != "eps" and previous.get(k) != settings[k]]
-        if diffs:
-            raise CIMError(
-                f"cannot continue the sweep: its settings differ in {diffs}; use another "
-                "output folder or the same settings"
+
+
+def _previous_models(
+    previous: dict[str, Any] | None, settings: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """The models of an interrupted sweep by label, checked to have the same settings."""
+    if previous is None:
+        return {}
+    diffs = [k for k in settings if k != "eps" and previous.get(k) != settings[k]]
+    if diffs:
+        raise CIMError(
+            f"cannot continue the sweep: its settings differ in {diffs}; use another "
+            "output folder or the same settings"
+        )
+    return {m["label"]: m for m in previous.get("models", [])}
+
+
+@dataclass
+class _SweepRun:
+    """The settings one sweep shares between its pieces, and how a piece is computed."""
+
+    doc: dict[str, Any]
+    attack_data: DataLike
+    heldout_data: DataLike
+    config: DeviceConfig
+    unit: str
+    mc_samples: int
+    mc_bounded: bool
+    seed: int
+    search: SearchConfig
+    methods: Sequence[str]
+    include: PatternArg
+    exclude: PatternArg
+    batch_size: int
+    on_update: Callable[[dict[str, Any]], None] | None
+    progress: ProgressFactory | None
+
+    def save(self) -> None:
+        """Hand the document, as it is now, to ``on_update``."""
+        if self.on_update is not None:
+            self.on_update(self.doc)
+
+    @contextlib.contextmanager
+    def bar(self, desc: str, total: int) -> Iterator[ProgressLike | None]:
+        """A progress report for one piece (closed when the piece ends), or ``None``."""
+        b = self.progress(desc, total) if self.progress is not None else None
+        try:
+            yield b
+        finally:
+            if b is not None:
+                b.close()
+
+    def clean(self, model: nn.Module) -> dict[str, float]:
+        """Float accuracy and the nominal chip's accuracy on both splits."""
+        float_acc = accuracy(model, self.heldout_data, batch_size=self.batch_size)
+        with chip(model, config=self.config, include=self.include, exclude=self.exclude) as h:
+            chip_held = accuracy(model, self.heldout_data, batch_size=self.batch_size)
+            chip_att = accuracy(model, self.attack_data, batch_size=self.batch_size)
+            h.check_called()
+        return {"float_heldout": float_acc, "chip_heldout": chip_held, "chip_attack": chip_att}
+
+    def point(self, label: str, model: nn.Module, eps: float, point: dict[str, Any]) -> None:
+        """Complete one ``(model, ε)`` point in place (keeping the pieces it already has)."""
+        eps_d = eps if self.unit == "device" else per_device_bound(eps, self.config)
+        eps_w = eps if self.unit == "weight" else per_weight_bound(eps, self.config)
+        point.update(eps=eps, eps_weight=eps_w, eps_device=eps_d, sigma=eps_d)
+        if "monte_carlo" not in point:
+            point["monte_carlo"] = self.monte_carlo(label, model, eps, eps_d)
+            self.save()
+        worst = point.setdefault("worst", {})
+        for method in self.methods:
+            if method not in worst:
+                worst[method] = self.worst_case(label, model, eps, method)
+                self.save()
+        done = [worst[m] for m in self.methods if m in worst]
+        point["worst_attack"] = min(w["attack_accuracy"] for w in done)
+        point["worst_heldout"] = min(w["heldout_accuracy"] for w in done)
+        self.save()
+
+    def monte_carlo(self, label: str, model: nn.Module, eps: float, eps_d: float) -> dict[str, Any]:
+        """The Monte Carlo piece of a point: chips with ``σ = ε_d`` on the held-out split."""
+        mc_cfg = self.config.replace(
+            sigma=eps_d,
+            write_verify_tolerance=eps_d if self.mc_bounded else None,
+            write_verify_slices=None,
+        )
+        total = self.mc_samples * num_samples(self.heldout_data)
+        with self.bar(f"{label} eps={eps:g} monte carlo", total) as b:
+            mc = monte_carlo(
+                model,
+                self.heldout_data,
+                mc_cfg,
+                samples=self.mc_samples,
+                seed=self.seed,
+                include=self.include,
+                exclude=self.exclude,
+                batch_size=self.batch_size,
+                progress=b,
             )
-        old_models = {m["label"]: m for m in previous.get("models", [])}
+        return {**mc.summary, "accuracies": mc.accuracies, "seconds": round(mc.seconds, 3)}
 
-    def bar(desc: str, total: int) -> Any:
-        return progress(desc, total) if progress is not None else None
-
-    def close(b: Any) -> None:
-        if b is not None:
-            b.close()
-
-    def save() -> None:
-        if on_update is not None:
-            on_update(doc)
-
-    n_held = num_samples(heldout_data)
-    for label, model in models:
-        old = old_models.get(label, {})
-        entry: dict[str, Any] = {"label": label, **(model_info or {}).get(label, {})}
-        entry["clean"] = old.get("clean")
-        old_points = {p["eps"]: p for p in old.get("points", [])}
-        entry["points"] = []
-        doc["models"].append(entry)
-        if entry["clean"] is None:
-            float_acc = accuracy(model, heldout_data, batch_size=batch_size)
-            with chip(model, config=config, include=include, exclude=exclude) as h:
-                chip_held = accuracy(model, heldout_data, batch_size=batch_size)
-                chip_att = accuracy(model, attack_data, batch_size=batch_size)
-                h.check_called()
-            entry["clean"] = {
-                "float_heldout": float_acc,
-                "chip_heldout": chip_held,
-                "chip_attack": chip_att,
-            }
-            save()
-        for eps in eps_values:
-            eps = float(eps)
-            point: dict[str, Any] = dict(old_points.get(eps, {}))
-            eps_d = eps if unit == "device" else per_device_bound(eps, config)
-            eps_w = eps if unit == "weight" else per_weight_bound(eps, config)
-            point.update(eps=eps, eps_weight=eps_w, eps_device=eps_d, sigma=eps_d)
-            entry["points"].append(point)
-            if "monte_carlo" not in point:
-                mc_cfg = config.replace(
-                    sigma=eps_d,
-                    write_verify_tolerance=eps_d if mc_bounded else None,
-                    write_verify_slices=None,
-                )
-                b = bar(f"{label} eps={eps:g} monte carlo", mc_samples * n_held)
-                try:
-                    mc = monte_carlo(
-                        model,
-                        heldout_data,
-                        mc_cfg,
-                        samples=mc_samples,
-                        seed=seed,
-                        include=include,
-                        exclude=exclude,
-                        batch_size=batch_size,
-                        progress=b,
-                    )
-                finally:
-                    close(b)
-                point["monte_carlo"] = {
-                    **mc.summary,
-                    "accuracies": mc.accuracies,
-                    "seconds": round(mc.seconds, 3),
-                }
-                save()
-            worst = point.setdefault("worst", {})
-            for method in methods:
-                if method in worst:
-                    continue
-                scfg = dataclasses.replace(search, eps=eps, unit=unit, method=method)
-                b = bar(
-                    f"{label} eps={eps:g} {method}",
-                    scfg.restarts * scfg.steps * scfg.batch_size,
-                )
-                try:
-                    res = worst_case_search(
-                        model,
-                        attack_data,
-                        config,
-                        scfg,
-                        heldout_data=heldout_data,
-                        include=include,
-                        exclude=exclude,
-                        eval_batch_size=batch_size,
-                        progress=b,
-                    )
-                finally:
-                    close(b)
-                if res.interrupted:
-                    raise KeyboardInterrupt
-                worst[method] = {
-                    "attack_accuracy": res.attack_accuracy,
-                    "heldout_accuracy": res.heldout_accuracy,
-                    "restart_accuracies": res.restart_accuracies,
-                    "perturbation_stats": res.stats,
-                    "seconds": round(res.seconds, 3),
-                }
-                save()
-            done = [worst[m] for m in methods if m in worst]
-            point["worst_attack"] = min(w["attack_accuracy"] for w in done)
-            point["worst_heldout"] = min(w["heldout_accuracy"] for w in done)
-            save()
-    return doc
+    def worst_case(self, label: str, model: nn.Module, eps: float, method: str) -> dict[str, Any]:
+        """The worst-case piece of a point for one search method."""
+        scfg = dataclasses.replace(self.search, eps=eps, unit=self.unit, method=method)
+        total = scfg.restarts * scfg.steps * scfg.batch_size
+        with self.bar(f"{label} eps={eps:g} {method}", total) as b:
+            res = worst_case_search(
+                model,
+                self.attack_data,
+                self.config,
+                scfg,
+                heldout_data=self.heldout_data,
+                include=self.include,
+                exclude=self.exclude,
+                eval_batch_size=self.batch_size,
+                progress=b,
+            )
+        if res.interrupted:
+            raise KeyboardInterrupt
+        return {
+            "attack_accuracy": res.attack_accuracy,
+            "heldout_accuracy": res.heldout_accuracy,
+            "restart_accuracies": res.restart_accuracies,
+            "perturbation_stats": res.stats,
+            "seconds": round(res.seconds, 3),
+        }
 
 
 def _pct(x: float | None) -> str:
@@ -313,75 +376,3 @@ def sweep_table(doc: dict[str, Any], *, markdown: bool = True) -> str:
         return "\n".join(lines)
     cells = [[str(c) for c in r] for r in rows]
     return "\n".join(text_table([str(c) for c in head], cells, left=len(head), rule=None))
-
-
-def plot_sweep(doc: dict[str, Any], path: str | Path, *, dpi: int = 120) -> Path:
-    """Accuracy versus ``ε``: Monte Carlo mean (solid), its 1st percentile (dashed) and the
-    worst case found (dotted: held-out split; faint crosses: attack split), one colour per
-    model, starting from the clean chip at ``ε = 0``.
-
-    Args:
-        doc: A :func:`run_sweep` result.
-        path: Output image (format from the suffix).
-        dpi: Resolution.
-
-    Returns:
-        The path written.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9.6, 4.8), constrained_layout=True)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, m in enumerate(doc.get("models", [])):
-        c = colors[i % len(colors)]
-        clean = (m.get("clean") or {}).get("chip_heldout")
-        pts = [p for p in m.get("points", []) if "monte_carlo" in p]
-        if not pts or clean is None:
-            continue
-        xs = [0.0] + [100 * p["eps"] for p in pts]
-        mean = [clean] + [p["monte_carlo"]["mean"] for p in pts]
-        p1 = [clean] + [p["monte_carlo"]["p1"] for p in pts]
-        ax.plot(xs, [100 * v for v in mean], "-o", color=c, ms=4, label=f"{m['label']}: MC mean")
-        ax.plot(xs, [100 * v for v in p1], "--v", color=c, ms=4, label=f"{m['label']}: MC 1st pct")
-        wp = [p for p in pts if "worst_heldout" in p]
-        if wp:
-            wx = [0.0] + [100 * p["eps"] for p in wp]
-            ax.plot(
-                wx,
-                [100 * clean] + [100 * p["worst_heldout"] for p in wp],
-                ":s",
-                color=c,
-                ms=4,
-                label=f"{m['label']}: worst case (held-out)",
-            )
-            ax.plot(
-                [100 * p["eps"] for p in wp],
-                [100 * p["worst_attack"] for p in wp],
-                "x",
-                color=c,
-                alpha=0.5,
-                ms=6,
-            )
-    unit = doc.get("unit", "weight")
-    ax.set_xlabel(
-        "bound ε (% of the layer's max |w| per weight)"
-        if unit == "weight"
-        else "bound ε = σ (% of a device's range)"
-    )
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(True, alpha=0.3)
-    ax.set_title(
-        "CIM device variation: Monte Carlo (σ = ε) vs worst case (|Δ| ≤ ε)\n"
-        "× = worst case scored on the attack split",
-        fontsize=9,
-    )
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
-    return out

@@ -3,7 +3,7 @@
 :func:`train_cim` is ``approxsim train`` with another step: the run folder, ``config.json``,
 ``metrics.jsonl``, the atomic checksummed ``checkpoint.pt``, ``resume`` / ``overwrite``, the
 data order per ``(seed, epoch)`` and the progress bar are those of
-:mod:`approxsim.experiments.train` (reused, not copied), so ``approxsim eval`` and every
+:mod:`approxsim.training` (reused, not copied), so ``approxsim eval`` and every
 ``approxsim cim`` command load the checkpoints, and a ``"standard"`` run gives the same
 weights as ``approxsim train`` with the same settings. The checkpoint adds a ``cim``
 section (method and device model) that the CIM commands use as the model's label.
@@ -45,7 +45,7 @@ from approxsim.cim.device import (
 from approxsim.cim.evaluation import accuracy
 
 # The run-folder machinery of `approxsim train`, reused so both write the same files.
-from approxsim.experiments.train import TrainConfig, TrainExtension, train
+from approxsim.training import ResolvedTrainConfig, TrainConfig, TrainExtension, train
 
 __all__ = ["TRAIN_METHODS", "CIMTrainConfig", "train_cim", "checkpoint_method"]
 
@@ -63,7 +63,7 @@ class CIMTrainConfig:
 
     Raises:
         CIMError: an invalid CIM field.
-        TrainError: (from :class:`~approxsim.experiments.train.TrainConfig`) invalid base
+        TrainError: (from :class:`~approxsim.training.TrainConfig`) invalid base
             settings.
     """
 
@@ -210,7 +210,7 @@ def _adversarial_deltas(
 
 
 class _CIMExtension(TrainExtension):
-    """:class:`~approxsim.experiments.train.TrainExtension` of one CIM training run."""
+    """:class:`~approxsim.training.TrainExtension` of one CIM training run."""
 
     section = "cim"
     label = "CIM"
@@ -226,7 +226,7 @@ class _CIMExtension(TrainExtension):
         self.layers = select_layers(model, self.config.include, self.config.exclude)
         return {"mapped_layers": list(self.layers)}
 
-    def start_message(self, cfg: TrainConfig, train_size: int, test_size: int) -> str:
+    def start_message(self, cfg: ResolvedTrainConfig, train_size: int, test_size: int) -> str:
         return (
             f"cim training ({self.config.method}) {cfg.model} on {cfg.dataset} "
             f"({train_size} train / {test_size} test samples), "
@@ -262,14 +262,14 @@ def train_cim(config: CIMTrainConfig) -> dict[str, Any]:
 
     Writes ``config.json`` (with a ``cim`` section), ``metrics.jsonl`` (``approxsim train``'s
     fields plus ``test_acc_chip``: the test accuracy of the nominal quantized chip) and
-    ``checkpoint.pt`` after every epoch, through :func:`approxsim.experiments.train.train`.
+    ``checkpoint.pt`` after every epoch, through :func:`approxsim.training.train`.
     Ctrl-C keeps the last complete epoch; ``resume=True`` continues it.
 
     Args:
         config: The run's settings.
 
     Returns:
-        The summary :func:`~approxsim.experiments.train.train` returns, plus ``method``.
+        The summary :func:`~approxsim.training.train` returns, plus ``method``.
 
     Raises:
         TrainError, CheckpointError, CIMError, DatasetError, ModelError, MultiplierError: as

@@ -31,7 +31,6 @@ class CLIError(ApproxsimError, ValueError):
     """A user error found by the command line itself: printed as one line, exit status 2."""
 
 
-
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """An integer argument ``>= minimum``."""
 
@@ -62,7 +61,6 @@ def finite_float(*, positive: bool) -> Callable[[str], float]:
         return value
 
     return parse
-
 
 
 def add_multiplier_arguments(parser: argparse.ArgumentParser, *, positional: bool = False) -> None:
