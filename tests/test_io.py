@@ -76,3 +76,20 @@ def test_a_file_appearing_after_the_check_is_not_clobbered(
         atomic_write_bytes(out, b"mine", overwrite=False)
     assert out.read_text() == "written by another process"
     assert stale_temporaries(tmp_path, ["r.json"]) == []
+
+
+def test_seal_detects_truncation_modification_and_foreign_files() -> None:
+    from approxsim._io import SealError, seal, unseal
+
+    sealed = seal(b"KIND/1\n", b"payload bytes")
+    assert unseal(sealed, b"KIND/1\n", "f") == b"payload bytes"
+    flipped = bytearray(sealed)
+    flipped[-3] ^= 1
+    for bad, reason in (
+        (sealed[:-1], "checksum"),
+        (bytes(flipped), "checksum"),
+        (b"OTHER/1\n" + sealed[7:], "header"),
+    ):
+        with pytest.raises(SealError) as info:
+            unseal(bad, b"KIND/1\n", "f")
+        assert info.value.args[1] == reason

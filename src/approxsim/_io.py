@@ -15,6 +15,7 @@ into place, which fails if another process created the name meanwhile.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -32,6 +33,9 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_lines",
     "append_line",
+    "seal",
+    "unseal",
+    "SealError",
     "is_temporary_of",
     "stale_temporaries",
 ]
@@ -208,3 +212,47 @@ def _default_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+# ---------------------------------------------------------------------------- sealed files
+_DIGEST_LEN = 64  # hex SHA-256
+
+
+class SealError(ApproxsimError, ValueError):
+    """A sealed file is not of the expected kind, or its contents do not match its checksum."""
+
+
+def seal(magic: bytes, payload: bytes) -> bytes:
+    """``payload`` behind a header that names its kind and carries its SHA-256.
+
+    The layout is ``magic`` (one line, ending in ``\\n``), the hex SHA-256 of the payload and a
+    newline, then the payload: :func:`unseal` detects a truncated, modified or foreign file.
+    Checkpoints and perturbation files use it.
+    """
+    if not magic.endswith(b"\n"):
+        raise ValueError("a seal's magic is one line ending in a newline")
+    return magic + hashlib.sha256(payload).hexdigest().encode("ascii") + b"\n" + payload
+
+
+def unseal(raw: bytes, magic: bytes, what: str) -> bytes:
+    """The payload of a file written by :func:`seal`, checked.
+
+    Args:
+        raw: The file's bytes.
+        magic: The header line the file must start with.
+        what: The file, for messages (its path and kind, e.g. ``"run/checkpoint.pt"``).
+
+    Raises:
+        SealError: the header is not ``magic``, or the checksum does not match (``args[1]``
+            is ``"header"`` or ``"checksum"``, so callers can word their own message).
+    """
+    if not raw.startswith(magic):
+        raise SealError(f"{what} does not start with the expected header", "header")
+    head = len(magic)
+    digest = raw[head : head + _DIGEST_LEN]
+    payload = raw[head + _DIGEST_LEN + 1 :]
+    if raw[head + _DIGEST_LEN : head + _DIGEST_LEN + 1] != b"\n" or (
+        hashlib.sha256(payload).hexdigest().encode("ascii") != digest
+    ):
+        raise SealError(f"{what} is damaged: its checksum does not match its contents", "checksum")
+    return payload
