@@ -15,6 +15,7 @@ from approxsim.errors import ApproxsimError
 from approxsim.multipliers import (
     MAX_MANTISSA_BITS,
     MIN_MANTISSA_BITS,
+    CModelError,
     CompilerError,
     FunctionNotFoundError,
     Multiplier,
@@ -48,6 +49,7 @@ __all__ = [
     "CompilerError",
     "FunctionNotFoundError",
     "WrongSignatureError",
+    "CModelError",
     "UnknownMultiplierError",
     "MIN_MANTISSA_BITS",
     "MAX_MANTISSA_BITS",

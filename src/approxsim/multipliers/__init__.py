@@ -4,6 +4,11 @@ from approxsim.multipliers import numformat
 from approxsim.multipliers.approxtrain import read_approxtrain_lut, write_approxtrain_lut
 from approxsim.multipliers.build import NotDecomposableError
 from approxsim.multipliers.cmodel import (
+    CModelCrashError,
+    CModelError,
+    CModelExitError,
+    CModelLoadError,
+    CModelTimeoutError,
     CompilerError,
     CompilerNotFoundError,
     FunctionNotFoundError,
@@ -32,6 +37,11 @@ __all__ = [
     "CompilerNotFoundError",
     "FunctionNotFoundError",
     "WrongSignatureError",
+    "CModelError",
+    "CModelCrashError",
+    "CModelTimeoutError",
+    "CModelExitError",
+    "CModelLoadError",
     "UnknownMultiplierError",
     "MIN_MANTISSA_BITS",
     "MAX_MANTISSA_BITS",

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -29,6 +29,10 @@ from approxsim.multipliers.numformat import lut_product, operand_index
 __all__ = [
     "NotDecomposableError",
     "evaluate_grid",
+    "grid_operands",
+    "check_operands",
+    "compare_with_lut",
+    "BatchModel",
     "check_decomposable",
     "build_from_model",
     "python_provenance",
@@ -39,6 +43,18 @@ __all__ = [
 ]
 
 Model = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@runtime_checkable
+class BatchModel(Protocol):
+    """A model that evaluates several operand sets in one go (a compiled C model: one child
+    process for the grid and the check together), naming each for its error messages."""
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The products of ``a`` and ``b`` (float32 arrays of equal shape)."""
+
+    def evaluate_many(self, jobs: Sequence[tuple[np.ndarray, np.ndarray, str]]) -> list[np.ndarray]:
+        """The products of each ``(a, b, what)``, in order; ``what`` names the set in errors."""
 
 
 class NotDecomposableError(MultiplierError):
@@ -52,13 +68,25 @@ def evaluate_grid(model: Model, mantissa_bits: int) -> np.ndarray:
         The float32 LUT of shape ``(2^M, 2^M)``; row ``i`` is operand A.
     """
     n = 1 << mantissa_bits
+    a, b = grid_operands(mantissa_bits)
+    return np.asarray(model(a, b)).reshape(n, n)
+
+
+def grid_operands(mantissa_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """The operand pairs of the M-bit grid, row-major (operand A is the row).
+
+    Args:
+        mantissa_bits: M.
+
+    Returns:
+        Two float32 arrays of ``4^M`` operands ``1.i`` and ``1.j`` (both exponents 0).
+    """
+    n = 1 << mantissa_bits
     idx = np.arange(n, dtype=np.uint32)
     ops = ((np.uint32(127) << np.uint32(23)) | (idx << np.uint32(23 - mantissa_bits))).view(
         np.float32
     )
-    a = np.repeat(ops, n)
-    b = np.tile(ops, n)
-    return np.asarray(model(a, b)).reshape(n, n)
+    return np.repeat(ops, n), np.tile(ops, n)
 
 
 class DecomposabilityReport(dict):
@@ -111,8 +139,48 @@ def check_decomposable(
         when there are mismatches, ``example`` (the first counter-example as hex bit
         patterns and values).
     """
+    a, b = check_operands(samples, mantissa_bits, seed)
+    return compare_with_lut(a, b, np.asarray(model(a, b)), lut, mantissa_bits, rounding, seed)
+
+
+def check_operands(samples: int, mantissa_bits: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The random operand pairs :func:`check_decomposable` evaluates the model on.
+
+    Args:
+        samples: Pairs asked for (at least 16 are drawn).
+        mantissa_bits: M (the grid corners are among the pairs).
+        seed: Seed of the draw.
+
+    Returns:
+        Two float32 arrays of ``max(samples, 16)`` operands.
+    """
     rng = np.random.default_rng(seed)
-    a, b = _sample_operands(max(int(samples), 16), mantissa_bits, rng)
+    return _sample_operands(max(int(samples), 16), mantissa_bits, rng)
+
+
+def compare_with_lut(
+    a: np.ndarray,
+    b: np.ndarray,
+    got: np.ndarray,
+    lut: np.ndarray,
+    mantissa_bits: int,
+    rounding: str,
+    seed: int,
+) -> DecomposabilityReport:
+    """The decomposability report of the model's products ``got`` of the pairs ``(a, b)``.
+
+    Args:
+        a: First operands (:func:`check_operands`).
+        b: Second operands.
+        got: The model's products of them.
+        lut: The validated LUT.
+        mantissa_bits: M.
+        rounding: Input rounding of the LUT product.
+        seed: Seed of the pairs (recorded in the report).
+
+    Returns:
+        As :func:`check_decomposable`.
+    """
     lut_bits = torch.from_numpy(lut.reshape(-1).view(np.int32).copy())
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     expected = lut_product(ta, tb, lut_bits, mantissa_bits, rounding).numpy()
@@ -120,7 +188,6 @@ def check_decomposable(
     ea = operand_index(ta.view(torch.int32), mantissa_bits, rounding)
     eb = operand_index(tb.view(torch.int32), mantissa_bits, rounding)
     usable = ~(ea[2] | ea[3] | ea[4] | eb[2] | eb[3] | eb[4]).numpy()
-    got = np.asarray(model(a, b))
     got_bits = got.view(np.uint32)
     exp_bits = expected.view(np.uint32)
     bad = usable & (got_bits != exp_bits)
@@ -213,12 +280,26 @@ def lut_and_report(
     Raises:
         MultiplierError: LUT values that are not positive normal floats.
     """
-    lut = validate_lut(
-        evaluate_grid(model, mantissa_bits), mantissa_bits, what=f"the LUT of {label}"
+    if not isinstance(model, BatchModel):
+        lut = validate_lut(
+            evaluate_grid(model, mantissa_bits), mantissa_bits, what=f"the LUT of {label}"
+        )
+        report = check_decomposable(
+            model, lut, mantissa_bits, rounding, samples=check_samples, seed=seed
+        )
+        return lut, dict(report)
+    # One evaluation of both operand sets: a compiled model starts one child process, not two.
+    n = 1 << mantissa_bits
+    ga, gb = grid_operands(mantissa_bits)
+    sa, sb = check_operands(check_samples, mantissa_bits, seed)
+    grid, got = model.evaluate_many(
+        [
+            (ga, gb, f"the {n}x{n} grid"),
+            (sa, sb, f"the {sa.size} random operand pairs of the decomposability check"),
+        ]
     )
-    report = check_decomposable(
-        model, lut, mantissa_bits, rounding, samples=check_samples, seed=seed
-    )
+    lut = validate_lut(grid.reshape(n, n), mantissa_bits, what=f"the LUT of {label}")
+    report = compare_with_lut(sa, sb, got, lut, mantissa_bits, rounding, seed)
     return lut, dict(report)
 
 

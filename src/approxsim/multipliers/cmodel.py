@@ -1,9 +1,10 @@
 """Building multipliers from C/C++ functional models (``float mul(float, float)``).
 
 The user's source is compiled together with a small generated harness into a shared library
-with the system compiler, called through ctypes over the mantissa grid and over random operands
-(the decomposability check), and the result is cached (see :mod:`.cache`) under a key of
-everything that determines it. Nothing is compiled at import time.
+with the system compiler, evaluated over the mantissa grid and over random operands (the
+decomposability check) in a child process with a time limit (see :mod:`.sandbox`: the user's
+code never runs in approxsim's process), and the result is cached (see :mod:`.cache`) under a
+key of everything that determines it. Nothing is compiled at import time.
 
 The harness supplies what ApproxTrain-style models assume is there: ``<stdint.h>``,
 ``<stdbool.h>``, ``<string.h>``, ``<math.h>`` (their C++ twins in C++), and empty definitions
@@ -14,7 +15,6 @@ model's author expects and no fused multiply-add changes a rounding.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import hashlib
 import json
@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,21 @@ from approxsim.multipliers.core import (
     check_mantissa_bits,
     check_rounding,
 )
+from approxsim.multipliers.sandbox import (
+    TIME_LIMIT_ENV,
+    CModelCrashError,
+    CModelError,
+    CModelExitError,
+    CModelLoadError,
+    CModelTimeoutError,
+    GemmJob,
+    JobResult,
+    MapJob,
+    check_time_limit,
+    private_folder,
+    run_jobs,
+    sweep_stale,
+)
 
 __all__ = [
     "from_c",
@@ -50,6 +66,12 @@ __all__ = [
     "load_cmodel",
     "CModel",
     "compile_model",
+    "CModelError",
+    "CModelCrashError",
+    "CModelTimeoutError",
+    "CModelExitError",
+    "CModelLoadError",
+    "TIME_LIMIT_ENV",
 ]
 
 #: Bump when the harness or build flags change: it is part of every cache key.
@@ -68,6 +90,8 @@ _BASE_FLAGS = [
     "-Wl,-z,defs",
 ]
 _MARK = "APPROXSIM_FUNCTION_REFERENCE"
+#: Temporary folders of :func:`load_cmodel`'s compiled models start so.
+LIBRARY_PREFIX = "approxsim-cmodel-lib-"
 
 
 class CompilerError(MultiplierError):
@@ -254,62 +278,134 @@ _NOT_FOUND_PATTERNS = (
 
 
 class CModel:
-    """A compiled functional model loaded from a shared library (callable on numpy arrays)."""
+    """A compiled functional model, run in a child process on numpy arrays.
 
-    def __init__(self, library: Path, function: str) -> None:
-        self.library = library
+    The shared library is never loaded into approxsim's process: every evaluation runs in a
+    fresh child process with a time limit (see :mod:`.sandbox`), so a model that crashes,
+    loops or exits raises a one-line :class:`CModelError` instead of taking approxsim down.
+
+    Args:
+        library: The shared library :func:`compile_model` built.
+        function: The model's function name (for messages).
+        source: Where the model came from, for messages (a file name, or None for source text).
+        time_limit: Seconds each evaluation may take; default scales with the number of model
+            calls (see :func:`.sandbox.time_limit_for`; ``$APPROXSIM_C_MODEL_TIMEOUT`` sets it
+            for every evaluation).
+
+    Raises:
+        MultiplierError: a time limit that is not a positive number of seconds.
+    """
+
+    def __init__(
+        self,
+        library: Path,
+        function: str,
+        *,
+        source: str | None = None,
+        time_limit: float | None = None,
+    ) -> None:
+        self.library = Path(library)
         self.function = function
-        try:
-            self._lib = ctypes.CDLL(str(library))
-        except OSError as exc:
-            raise CompilerError(
-                f"the compiled model for {function!r} could not be loaded: {exc}"
-            ) from None
-        fn = self._lib.approxsim_eval
-        fn.restype = None
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
-        self._eval = fn
+        self.time_limit = None if time_limit is None else check_time_limit(time_limit)
+        where = f" in {source}" if source else ""
+        self.description = f"the C model {function}{where}"
 
-    def gemm(self, a: np.ndarray, b: np.ndarray, threads: int = 1) -> np.ndarray:
-        """``C = A × B`` (float32 ``(R, K) × (K, N)``) calling the model once per product and
-        summing in float32, in plain compiled loops split over ``threads`` threads — the
-        direct simulation an engine without LUTs runs."""
+    def _run(self, jobs: list[MapJob | GemmJob]) -> list[JobResult]:
+        return run_jobs(self.library, self.description, jobs, time_limit=self.time_limit)
+
+    def evaluate_many(self, jobs: Sequence[tuple[np.ndarray, np.ndarray, str]]) -> list[np.ndarray]:
+        """Evaluate several operand sets in one child process.
+
+        Args:
+            jobs: ``(a, b, what)`` per set: float32 arrays of equal shape and the words that
+                name the set in error messages ("the 8x8 grid").
+
+        Returns:
+            The products of each set, shaped like its operands.
+
+        Raises:
+            ValueError: the operands of a set differ in shape.
+            CModelError: the model crashed, ran past its time limit or exited.
+        """
+        tasks: list[MapJob | GemmJob] = []
+        for a, b, what in jobs:
+            a = np.ascontiguousarray(a, dtype=np.float32)
+            b = np.ascontiguousarray(b, dtype=np.float32)
+            if a.shape != b.shape:
+                raise ValueError(f"operand shapes differ: {a.shape} and {b.shape}")
+            tasks.append(
+                MapJob("approxsim_eval", (a.reshape(-1), b.reshape(-1)), np.dtype(np.float32), what)
+            )
+        results = self._run(tasks)
+        return [r.output.reshape(np.shape(a)) for r, (a, _, _) in zip(results, jobs, strict=True)]
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Evaluate the model elementwise on two float32 arrays of equal shape.
+
+        Args:
+            a: First operands.
+            b: Second operands.
+
+        Returns:
+            The products, shaped like ``a``.
+
+        Raises:
+            ValueError: the shapes differ.
+            CModelError: the model crashed, ran past its time limit or exited.
+        """
+        size = int(np.size(a))
+        return self.evaluate_many([(a, b, f"{size} operand pair{'s' * (size != 1)}")])[0]
+
+    def time_gemm(
+        self, a: np.ndarray, b: np.ndarray, threads: int = 1, *, reps: int = 1, warmup: int = 0
+    ) -> tuple[np.ndarray, list[float]]:
+        """Time the direct simulation ``C = A × B`` in the child process.
+
+        The model is called once per product and the products summed in float32, in plain
+        compiled loops split over ``threads`` threads (by rows): what an engine without LUTs
+        runs. Each call is timed inside the child, so starting it costs the timings nothing.
+
+        Args:
+            a: float32 ``(R, K)``.
+            b: float32 ``(K, N)``.
+            threads: Threads of the loop.
+            reps: Timed calls (0: one untimed call, for the result only).
+            warmup: Untimed calls before them.
+
+        Returns:
+            ``(C, seconds of each timed call)``.
+
+        Raises:
+            ValueError: shapes that do not multiply.
+            CModelError: the model crashed, ran past its time limit or exited.
+        """
         a = np.ascontiguousarray(a, dtype=np.float32)
         bt = np.ascontiguousarray(np.asarray(b, dtype=np.float32).T)
         if a.ndim != 2 or bt.ndim != 2 or a.shape[1] != bt.shape[1]:
             raise ValueError(f"cannot multiply shapes {a.shape} and {np.shape(b)}")
         r, k = a.shape
-        n = bt.shape[0]
-        c = np.empty((r, n), dtype=np.float32)
-        fn = self._lib.approxsim_gemm
-        fn.restype = None
-        fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 4
-        step = -(-r // max(1, min(threads, r))) if r else 1
-        spans = [(lo, min(r, lo + step)) for lo in range(0, r, step)]
-        if len(spans) <= 1:
-            for lo, hi in spans:
-                fn(a.ctypes.data, bt.ctypes.data, c.ctypes.data, k, n, lo, hi)
-            return c
-        from concurrent.futures import ThreadPoolExecutor
+        what = f"the direct GEMM {r}x{k}x{bt.shape[0]} on {threads} thread{'s' * (threads != 1)}"
+        job = GemmJob("approxsim_gemm", a, bt, max(1, int(threads)), reps, warmup, what)
+        (result,) = self._run([job])
+        return result.output, result.times
 
-        with ThreadPoolExecutor(len(spans)) as pool:  # ctypes releases the GIL
-            jobs = [
-                pool.submit(fn, a.ctypes.data, bt.ctypes.data, c.ctypes.data, k, n, lo, hi)
-                for lo, hi in spans
-            ]
-            for job in jobs:
-                job.result()
-        return c
+    def gemm(self, a: np.ndarray, b: np.ndarray, threads: int = 1) -> np.ndarray:
+        """``C = A × B`` (float32 ``(R, K) × (K, N)``) calling the model once per product and
+        summing in float32 (see :meth:`time_gemm`), in the child process.
 
-    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Evaluate the model elementwise on two float32 arrays of equal shape."""
-        a = np.ascontiguousarray(a, dtype=np.float32)
-        b = np.ascontiguousarray(b, dtype=np.float32)
-        if a.shape != b.shape:
-            raise ValueError(f"operand shapes differ: {a.shape} and {b.shape}")
-        out = np.empty_like(a)
-        self._eval(a.ctypes.data, b.ctypes.data, out.ctypes.data, a.size)
-        return out
+        Args:
+            a: float32 ``(R, K)``.
+            b: float32 ``(K, N)``.
+            threads: Threads of the loop (the sums do not depend on it).
+
+        Returns:
+            ``C``, float32 ``(R, N)``.
+
+        Raises:
+            ValueError: shapes that do not multiply.
+            CModelError: the model crashed, ran past its time limit or exited.
+        """
+        return self.time_gemm(a, b, threads, reps=0)[0]
 
 
 def compile_model(
@@ -376,37 +472,55 @@ def load_cmodel(
     language: str | None = None,
     compiler: str | None = None,
     flags: list[str] | None = None,
+    time_limit: float | None = None,
 ) -> CModel:
-    """Compile a functional model and load it, without building a LUT (for the direct
-    simulation baseline of ``approxsim bench direct``).
+    """Compile a functional model without building a LUT (for the direct simulation baseline
+    of ``approxsim bench direct``).
 
-    The library lives in a private temporary folder removed when the process exits.
+    The library lives in a private temporary folder removed when the process exits (at once
+    if compiling fails); it is only ever loaded by the child processes that evaluate it.
 
     Args:
-        source, function, language, compiler, flags: As :func:`from_c`.
+        source: As :func:`from_c`.
+        function: As :func:`from_c`.
+        language: As :func:`from_c`.
+        compiler: As :func:`from_c`.
+        flags: As :func:`from_c`.
+        time_limit: As :func:`from_c`, for each evaluation.
+
+    Returns:
+        The compiled model.
 
     Raises:
         CompilerNotFoundError, CompilerError: as :func:`from_c`.
     """
     import atexit
-    import tempfile
 
     text, path = _read_source(source)
     lang = _language(path, language)
     exe = find_compiler(lang, compiler)
-    out_dir = Path(tempfile.mkdtemp(prefix="approxsim-cmodel-"))
+    if time_limit is not None:
+        check_time_limit(time_limit)
+    sweep_stale(LIBRARY_PREFIX)
+    out_dir = private_folder(LIBRARY_PREFIX)
+    try:
+        so = compile_model(
+            text,
+            function,
+            lang,
+            exe,
+            out_dir,
+            flags=flags,
+            include_dir=path.parent.resolve() if path is not None else None,
+            source_label=str(path) if path is not None else "<source text>",
+        )
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     atexit.register(shutil.rmtree, out_dir, True)
-    so = compile_model(
-        text,
-        function,
-        lang,
-        exe,
-        out_dir,
-        flags=flags,
-        include_dir=path.parent.resolve() if path is not None else None,
-        source_label=str(path) if path is not None else "<source text>",
+    return CModel(
+        so, function, source=path.name if path is not None else None, time_limit=time_limit
     )
-    return CModel(so, function)
 
 
 def from_c(
@@ -423,6 +537,7 @@ def from_c(
     seed: int = 0,
     name: str | None = None,
     cache_results: bool = True,
+    time_limit: float | None = None,
 ) -> Multiplier:
     """Build a multiplier from a C/C++ functional model.
 
@@ -444,6 +559,9 @@ def from_c(
             The key covers the source text, function, M, options, flags, compiler identity
             and harness version, but not headers the source includes: pass False after
             editing such a header.
+        time_limit: Seconds the evaluation of the model (grid and check, in a child process)
+            may take before it is stopped as a hang; default 30 s plus 10 µs per model call
+            (about 72 s at M=11), or ``$APPROXSIM_C_MODEL_TIMEOUT``. Not part of the cache key.
 
     Returns:
         The LUT multiplier; ``provenance`` has ``builder="c"``, ``source_sha256``, the
@@ -454,9 +572,14 @@ def from_c(
         CompilerNotFoundError, CompilerError, FunctionNotFoundError, WrongSignatureError:
             compiling failed (the message has the compiler's output and command).
         NotDecomposableError: the model fails the check and ``accept_mismatch`` is False.
-        MultiplierError: M, rounding or LUT values out of range.
+        CModelCrashError, CModelTimeoutError, CModelExitError: the model crashed (a signal),
+            ran past the time limit, or ended its process itself while it was evaluated (in
+            a child process: approxsim carries on, and nothing is left in the cache).
+        MultiplierError: M, rounding, the time limit or LUT values out of range.
     """
     text, path = _read_source(source)
+    if time_limit is not None:
+        time_limit = check_time_limit(time_limit)
     mantissa_bits = check_mantissa_bits(mantissa_bits)
     rounding = check_rounding(rounding)
     check_samples = check_sample_count(check_samples)
@@ -466,19 +589,9 @@ def from_c(
     source_label = str(path) if path is not None else "<source text>"
     label = f"{function}@{path.name}" if path is not None else function
     src_hash = hashlib.sha256(text.encode()).hexdigest()
-    key_fields = {
-        "harness_version": HARNESS_VERSION,
-        "source_sha256": src_hash,
-        "function": function,
-        "mantissa_bits": mantissa_bits,
-        "rounding": rounding,
-        "language": lang,
-        "flags": list(flags or []),
-        "compiler": ident,
-        "check_samples": check_samples,
-        "seed": seed,
-    }
-    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()
+    key = _cache_key(
+        src_hash, function, mantissa_bits, rounding, lang, flags, ident, check_samples, seed
+    )
     provenance: dict[str, Any] = {
         "builder": "c",
         "source_file": path.name if path is not None else None,
@@ -517,6 +630,7 @@ def from_c(
         check_samples,
         seed,
         report_name,
+        time_limit,
     )
     if not cache_results:
         build_dir = cache.new_build_dir(CACHE_SECTION, key)
@@ -529,6 +643,33 @@ def from_c(
     entry = cache.get_or_build(CACHE_SECTION, key, job.store)
     lut = np.load(entry.path / "lut.npy", allow_pickle=False)
     return finish(lut, entry.meta["decomposability"])
+
+
+def _cache_key(
+    src_hash: str,
+    function: str,
+    mantissa_bits: int,
+    rounding: str,
+    lang: str,
+    flags: list[str] | None,
+    ident: str,
+    check_samples: int,
+    seed: int,
+) -> str:
+    """The cache key of a C model's LUT: everything that determines it (not the time limit)."""
+    key_fields = {
+        "harness_version": HARNESS_VERSION,
+        "source_sha256": src_hash,
+        "function": function,
+        "mantissa_bits": mantissa_bits,
+        "rounding": rounding,
+        "language": lang,
+        "flags": list(flags or []),
+        "compiler": ident,
+        "check_samples": check_samples,
+        "seed": seed,
+    }
+    return hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()
 
 
 class _BuildJob:
@@ -548,11 +689,13 @@ class _BuildJob:
         check_samples: int,
         seed: int,
         label: str,
+        time_limit: float | None,
     ) -> None:
         self.text, self.function, self.lang, self.exe = text, function, lang, exe
         self.flags, self.path, self.source_label = flags, path, source_label
         self.mantissa_bits, self.rounding = mantissa_bits, rounding
         self.check_samples, self.seed, self.label = check_samples, seed, label
+        self.time_limit = time_limit
 
     def run(self, build_dir: Path) -> tuple[np.ndarray, dict[str, Any]]:
         """Return the validated LUT and the decomposability report."""
@@ -566,8 +709,14 @@ class _BuildJob:
             include_dir=self.path.parent.resolve() if self.path is not None else None,
             source_label=self.source_label,
         )
+        model = CModel(
+            so,
+            self.function,
+            source=self.path.name if self.path is not None else None,
+            time_limit=self.time_limit,
+        )
         return lut_and_report(
-            CModel(so, self.function),
+            model,
             self.mantissa_bits,
             self.rounding,
             check_samples=self.check_samples,
