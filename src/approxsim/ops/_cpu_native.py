@@ -55,6 +55,10 @@ class KernelBuildError(ApproxsimError, RuntimeError):
     """The compiled CPU kernel could not be built or loaded."""
 
 
+class KernelCacheError(KernelBuildError):
+    """The cache the compiled CPU kernel lives in cannot be used (unwritable or untrusted)."""
+
+
 def kernel_choice() -> str:
     """``"native"``, ``"numba"`` or ``"auto"`` from ``$APPROXSIM_CPU_KERNEL``."""
     choice = os.environ.get("APPROXSIM_CPU_KERNEL", "auto").strip().lower() or "auto"
@@ -88,6 +92,12 @@ def _build(exe: str, out_dir: Path) -> dict[str, Any]:
     return {}
 
 
+def _kernel_key(compiler: str) -> str:
+    """The cache key of the kernel built by ``compiler`` (its identity) on this CPU."""
+    key_src = "\n".join([SOURCE.read_text(), compiler, " ".join(FLAGS), _cpu_signature()])
+    return hashlib.sha256(key_src.encode()).hexdigest()
+
+
 _ARGTYPES: list[Any] = [
     ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,  # a, strides b/r/k
     ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,  # b, strides b/k/n
@@ -109,11 +119,12 @@ def _load_library() -> Any:
         exe = find_compiler("c++")
     except CompilerNotFoundError as exc:
         raise KernelBuildError(str(exc)) from None
-    key_src = "\n".join(
-        [SOURCE.read_text(), compiler_identity(exe), " ".join(FLAGS), _cpu_signature()]
-    )
-    key = hashlib.sha256(key_src.encode()).hexdigest()
-    entry = cache.get_or_build(CACHE_SECTION, key, lambda build_dir: _build(exe, build_dir))
+    key = _kernel_key(compiler_identity(exe))
+    try:
+        entry = cache.get_or_build(CACHE_SECTION, key, lambda build_dir: _build(exe, build_dir))
+    except cache.CacheError as exc:
+        # The cache is unusable or untrusted: never load a kernel from it; Numba runs instead.
+        raise KernelCacheError(str(exc)) from None
     try:
         lib = ctypes.CDLL(str(entry.path / "kernel.so"))
     except OSError as exc:
@@ -155,10 +166,14 @@ def load() -> Any | None:
             raise
         if not _WARNED:
             _WARNED.append(True)
+            advice = (
+                "Fix the cache as said for full speed."
+                if isinstance(exc, KernelCacheError)
+                else "Install a C++ compiler (Debian/Ubuntu: apt-get install g++) for full speed."
+            )
             warnings.warn(
                 f"approxsim: the compiled CPU kernel is unavailable ({exc}); using the slower "
-                "Numba kernel (results are the same). Install a C++ compiler (Debian/Ubuntu: "
-                "apt-get install g++) for full speed.",
+                f"Numba kernel (results are the same). {advice}",
                 RuntimeWarning,
                 stacklevel=3,
             )

@@ -102,7 +102,7 @@ class _Transposed(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
         if grad.transpose(1, 2).is_contiguous():  # the CPU GEMM wrote it in x's layout
             return grad.transpose(1, 2)
-        if _native_kernels(grad) is None:
+        if _backward_kernels(grad) is None:
             return grad.transpose(1, 2).contiguous()
         return _cpu_native.transposed_copy(grad.contiguous())
 
@@ -125,7 +125,7 @@ class _PatchesT(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None]:  # type: ignore[override]
-        lib = _native_kernels(grad)
+        lib = _backward_kernels(grad)
         if lib is not None:
             return _cpu_native.col2im_t(lib, grad, ctx.shape, ctx.geometry), None
         kh, kw, sh, sw, dh, dw, ph, pw = ctx.geometry
@@ -153,6 +153,16 @@ def _native_kernels(x: Tensor) -> Any | None:
     if x.dtype != torch.float32:
         return None
     return _cpu_native.load() if _eager_cpu(x, x) else None
+
+
+def _backward_kernels(grad: Tensor) -> Any | None:
+    """:func:`_native_kernels` for a backward pass; ``None`` when the gradient is itself being
+    differentiated (``create_graph=True``): torch's ops keep it connected to the graph, so a
+    second derivative reaches the approximate product's refusal instead of silently stopping
+    at a kernel call that records nothing."""
+    if grad.requires_grad and torch.is_grad_enabled():
+        return None
+    return _native_kernels(grad)
 
 
 def _windows(

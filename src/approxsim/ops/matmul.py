@@ -14,8 +14,14 @@ Two layers of ops:
 The public entry point is :func:`matmul`, which broadcasts like ``torch.matmul``. For plain
 CPU tensors in eager mode it runs the same kernels and the same backward through an
 ``autograd.Function`` instead of dispatching through the ops (whose Python dispatch costs
-about a hundred microseconds per call); under ``torch.compile``, export, fake tensors, dispatch
-modes and ``torch.func`` transforms, and on GPUs, the ops run.
+about a hundred microseconds per call); under ``torch.compile``, export, fake tensors and
+dispatch modes, and on GPUs, the ops run. Inside ``torch.func`` transforms, which custom-op
+autograd does not support, an ``autograd.Function`` with ``setup_context`` and a generated
+vmap rule runs the same kernels and backward.
+
+The approximate op is differentiable once (its backward GEMMs have no derivative): a second
+derivative raises :data:`DOUBLE_BACKWARD_ERROR` rather than silently missing terms, and
+forward mode raises :data:`FORWARD_MODE_ERROR`.
 """
 
 from __future__ import annotations
@@ -30,7 +36,14 @@ from approxsim.multipliers import Multiplier, MultiplierError, MultiplierLike, g
 from approxsim.multipliers.numformat import ROUNDINGS
 from approxsim.ops.reference import lut_mul_ref
 
-__all__ = ["matmul", "mul", "PassMultipliers", "resolve_passes"]
+__all__ = [
+    "matmul",
+    "mul",
+    "PassMultipliers",
+    "resolve_passes",
+    "DOUBLE_BACKWARD_ERROR",
+    "FORWARD_MODE_ERROR",
+]
 
 
 # ---------------------------------------------------------------------------- kernel op
@@ -84,7 +97,7 @@ def _(a: Tensor, b: Tensor, lut: Tensor, mantissa_bits: int, rounding: int) -> T
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
-def _eager_cpu(a: Tensor, b: Tensor) -> bool:
+def _eager_cpu(a: Tensor, b: Tensor, *more: Tensor) -> bool:
     """True when ``a`` and ``b`` are plain CPU tensors outside any tracing: no
     ``torch.compile``, no dispatch mode (fake tensors, export), no ``torch.func`` transform.
     Then the kernels may be called without dispatching through the custom ops, whose Python
@@ -95,7 +108,16 @@ def _eager_cpu(a: Tensor, b: Tensor) -> bool:
         and a.device.type == "cpu"
         and not torch.compiler.is_compiling()
         and torch._C._len_torch_dispatch_stack() == 0
-        and torch._C._functorch.peek_interpreter_stack() is None
+        and not _in_functorch(a, b, *more)
+    )
+
+
+def _in_functorch(*tensors: Tensor) -> bool:
+    """Inside a ``torch.func`` transform, or holding its wrapped tensors (the backward of a
+    ``vjp`` runs after the transform returned, on tensors it saved wrapped)."""
+    f = torch._C._functorch
+    return f.peek_interpreter_stack() is not None or any(
+        f.is_functorch_wrapped_tensor(t) for t in tensors
     )
 
 
@@ -111,7 +133,7 @@ def _bmm_pass(
         a, b = a.contiguous(), b.contiguous()
     # The CPU kernel reads any strides: the transposed operands of the backward pass are
     # not copied.
-    if _eager_cpu(a, b):
+    if _eager_cpu(a, b, lut):
         from approxsim.ops._cpu import lut_bmm_cpu
 
         column_major = like is not None and like.stride(1) == 1 and like.stride(2) != 1
@@ -145,7 +167,7 @@ def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
     ctx.rounding = tuple(rounding)
 
 
-def _backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+def _backward_pass(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
     a, b, lut_gi, lut_gw = ctx.saved_tensors
     grad_a = grad_b = None
     grad = grad.contiguous()
@@ -155,6 +177,60 @@ def _backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
     if ctx.needs_input_grad[1]:
         # Weight gradient: operand A = aᵀ, operand B = grad (ApproxTrain's (x, grad) order).
         grad_b = _bmm_pass(a.transpose(1, 2), grad, lut_gw, ctx.bits[2], ctx.rounding[2], b)
+    return grad_a, grad_b
+
+
+#: The error of differentiating a gradient of an approximate product.
+DOUBLE_BACKWARD_ERROR = (
+    "approxsim.matmul is differentiable once: the approximate GEMMs of its backward pass have "
+    "no derivative of their own, so a second derivative through it (double backward after "
+    "create_graph=True: gradient penalties, Hessians, torch.func.grad of torch.func.grad) "
+    "would silently miss its terms. Compute such terms with exact layers (multiplier 'fp32') "
+    "or without differentiating the gradient"
+)
+
+
+class _Differentiated(torch.autograd.Function):
+    """``_Differentiated.apply(n, *grads, *sources)``: the first ``n`` tensors unchanged, as
+    functions of all of them; differentiating them raises :data:`DOUBLE_BACKWARD_ERROR`. What
+    ``once_differentiable`` does, with a message that names approxsim, in the form torch.func
+    transforms accept, and connected to the tensors the gradients really depend on."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(n: int, *tensors: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
+        return tuple(t.clone() for t in tensors[:n])
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor) -> Any:
+        raise RuntimeError(DOUBLE_BACKWARD_ERROR)
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: Tensor) -> Any:
+        raise RuntimeError(DOUBLE_BACKWARD_ERROR)
+
+
+def _backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+    """The approximate backward GEMMs, differentiable once.
+
+    With ``create_graph=True`` the gradients depend on ``grad``, ``a`` and ``b`` through
+    approximate products that have no derivative: rather than hand back gradients that
+    silently lack that dependence (a second-order term of zero), they are marked so that
+    differentiating them raises.
+    """
+    with torch.no_grad():
+        grad_a, grad_b = _backward_pass(ctx, grad)
+    sources = [t for t in (grad, *ctx.saved_tensors[:2]) if t.requires_grad]
+    if torch.is_grad_enabled() and sources:
+        present = [g for g in (grad_a, grad_b) if g is not None]
+        marked = iter(_Differentiated.apply(len(present), *present, *sources))
+        grad_a = None if grad_a is None else next(marked)
+        grad_b = None if grad_b is None else next(marked)
     return grad_a, grad_b, None, None, None, None, None
 
 
@@ -182,6 +258,92 @@ class _EagerApproxBmm(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         return _backward(ctx, grad)
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: Any) -> Any:
+        raise RuntimeError(FORWARD_MODE_ERROR)
+
+
+#: Why forward-mode differentiation of an approximate product is refused.
+FORWARD_MODE_ERROR = (
+    "approxsim.matmul has no forward-mode derivative (torch.func.jvp, jacfwd, hessian, "
+    "torch.autograd.forward_ad); use reverse mode: torch.func.grad, grad_and_value, vjp or "
+    "jacrev"
+)
+
+
+class _FuncApproxBmm(torch.autograd.Function):
+    """``approxsim::approx_bmm`` for ``torch.func`` transforms, which torch's custom-op
+    autograd does not support: the same kernels and backward, in the form (``setup_context``,
+    a generated vmap rule over :func:`lut_bmm`'s batching rule) the transforms accept."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        a: Tensor,
+        b: Tensor,
+        lut_f: Tensor,
+        lut_gi: Tensor,
+        lut_gw: Tensor,
+        bits: Sequence[int],
+        rounding: Sequence[int],
+    ) -> Tensor:
+        return _bmm_pass(a, b, lut_f, bits[0], rounding[0])
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        _setup_context(ctx, inputs, output)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        return _backward(ctx, grad)
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: Any) -> Any:
+        raise RuntimeError(FORWARD_MODE_ERROR)
+
+
+@torch.library.register_vmap("approxsim::lut_bmm")
+def _lut_bmm_vmap(
+    info: Any,
+    in_dims: tuple[int | None, ...],
+    a: Tensor,
+    b: Tensor,
+    lut: Tensor,
+    mantissa_bits: int,
+    rounding: int,
+) -> tuple[Tensor, int]:
+    """Batching rule: the vmapped dimension joins the op's own batch dimension."""
+    if in_dims[2] is not None:
+        raise RuntimeError("approxsim: vmap over the multiplier's table is not supported")
+    n = info.batch_size
+    a = a.movedim(in_dims[0], 0) if in_dims[0] is not None else a.expand(n, *a.shape)
+    b = b.movedim(in_dims[1], 0) if in_dims[1] is not None else b.expand(n, *b.shape)
+    nb, r, k = a.shape[1:]
+    out = lut_bmm(
+        a.reshape(n * nb, r, k), b.reshape(n * nb, k, b.shape[-1]), lut, mantissa_bits, rounding
+    )
+    return out.reshape(n, nb, r, b.shape[-1]), 0
+
+
+@torch.library.register_vmap("approxsim::lut_mul")
+def _lut_mul_vmap(
+    info: Any,
+    in_dims: tuple[int | None, ...],
+    a: Tensor,
+    b: Tensor,
+    lut: Tensor,
+    mantissa_bits: int,
+    rounding: int,
+) -> tuple[Tensor, int]:
+    """Batching rule of the elementwise product: both operands get the vmapped dimension."""
+    if in_dims[2] is not None:
+        raise RuntimeError("approxsim: vmap over the multiplier's table is not supported")
+    n = info.batch_size
+    a = a.movedim(in_dims[0], 0) if in_dims[0] is not None else a.expand(n, *a.shape)
+    b = b.movedim(in_dims[1], 0) if in_dims[1] is not None else b.expand(n, *b.shape)
+    return lut_mul(a.contiguous(), b.contiguous(), lut, mantissa_bits, rounding), 0
 
 
 # ---------------------------------------------------------------------------- public API
@@ -379,6 +541,10 @@ def _bmm(a: Tensor, b: Tensor, passes: PassMultipliers) -> Tensor:
     lgw, bgw, rgw = _lut_args(passes.grad_weight, dev)
     if _eager_cpu(a, b):
         return _EagerApproxBmm.apply(a, b, lf, lgi, lgw, (bf, bgi, bgw), (rf, rgi, rgw))
+    if not torch.compiler.is_compiling() and _in_functorch(a, b):
+        # Inside a torch.func transform (grad, vjp, vmap, jacrev): custom-op autograd does
+        # not support them, an autograd.Function with setup_context does.
+        return _FuncApproxBmm.apply(a, b, lf, lgi, lgw, (bf, bgi, bgw), (rf, rgi, rgw))
     return approx_bmm(a, b, lf, lgi, lgw, [bf, bgi, bgw], [rf, rgi, rgw])
 
 
