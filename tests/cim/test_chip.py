@@ -210,7 +210,7 @@ def test_perturbation_save_is_atomic(
 
     monkeypatch.setattr(io_mod.os, "replace", broken)
     with pytest.raises(OSError, match="disk full"):
-        sample_perturbation(trained_mlp, DeviceConfig(sigma=0.2), seed=2).save(path)
+        sample_perturbation(trained_mlp, DeviceConfig(sigma=0.2), seed=2).save(path, overwrite=True)
     assert path.read_bytes() == before  # the old file, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.pt"]  # no temporary left
 

@@ -24,7 +24,7 @@ import hashlib
 import io
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from approxsim._io import atomic_write_bytes
+from approxsim._io import SealError, atomic_write_bytes, seal, unseal
 from approxsim._select import LayerSelection
 from approxsim._select import Pattern as Pattern
 from approxsim._select import PatternArg as PatternArg
@@ -59,6 +59,11 @@ __all__ = [
 ]
 
 PERTURBATION_FORMAT = "approxsim.cim.perturbation/1"
+#: First line of a perturbation file: what it is; the SHA-256 of the payload follows (the
+#: checkpoints' integrity scheme, :func:`approxsim._io.seal`).
+_PERTURBATION_MAGIC = b"APPROXSIM-CIM-PERTURBATION/1\n"
+#: How a torch file (a zip archive) starts: perturbation files written before the header.
+_ZIP_MAGIC = b"PK\x03\x04"
 
 #: Layer types mapped to devices (subclasses included: approxsim's Approx* layers).
 _MAPPED_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -256,12 +261,27 @@ class Perturbation:
         return out
 
     # ------------------------------------------------------------------ files
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the perturbation (torch format, loadable with ``weights_only=True``),
-        atomically.
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        inputs: Iterable[str | os.PathLike[str] | None] = (),
+    ) -> Path:
+        """Write the perturbation atomically: a header line, the SHA-256 of the payload, and
+        the payload (torch format, loadable with ``weights_only=True``).
+
+        Args:
+            path: The file to write.
+            overwrite: Replace an existing file (``False``: refuse it).
+            inputs: Files the caller read (a checkpoint); ``path`` may never be one of them.
 
         Returns:
             The path written.
+
+        Raises:
+            OutputExistsError: ``path`` exists (without ``overwrite``), is a folder, or is
+                one of ``inputs``.
         """
         buf = io.BytesIO()
         torch.save(
@@ -276,20 +296,48 @@ class Perturbation:
             },
             buf,
         )
-        return atomic_write_bytes(path, buf.getvalue())
+        return atomic_write_bytes(
+            path, seal(_PERTURBATION_MAGIC, buf.getvalue()), overwrite=overwrite, inputs=inputs
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Perturbation:
-        """Read a file written by :meth:`save`.
+        """Read a file written by :meth:`save`, verified and validated.
+
+        The checksum must match, and the contents must be a perturbation: a valid device
+        model, finite float deviations of the right number of devices per weight, keyed by
+        layer name. Files written before perturbation files had a checksum are still read
+        (and validated).
 
         Raises:
-            CIMError: a missing file or one that is not a perturbation.
+            CIMError: a missing, damaged or foreign file, or contents that are not a valid
+                perturbation (the message names what is wrong).
         """
         p = Path(path)
         if not p.is_file():
             raise CIMError(f"no perturbation file at {p}")
         try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
+            raw = p.read_bytes()
+        except OSError as exc:
+            raise CIMError(f"cannot read the perturbation file {p}: {exc.strerror}") from None
+        regenerate = "regenerate it (approxsim cim attack --save, or cim mc --save-worst)"
+        if raw.startswith(_ZIP_MAGIC):
+            payload = raw  # written before the header existed
+        else:
+            try:
+                payload = unseal(raw, _PERTURBATION_MAGIC, str(p))
+            except SealError as exc:
+                if exc.args[1] == "checksum":
+                    raise CIMError(
+                        f"the perturbation file {p} is damaged (its checksum does not match its "
+                        f"contents); {regenerate}"
+                    ) from None
+                raise CIMError(
+                    f"{p} is not an approxsim CIM perturbation (written by `approxsim cim "
+                    "attack --save` or Perturbation.save)"
+                ) from None
+        try:
+            state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
             raise CIMError(f"{p} could not be read as a perturbation file: {exc}") from None
         if not isinstance(state, dict) or state.get("format") != PERTURBATION_FORMAT:
@@ -297,12 +345,52 @@ class Perturbation:
                 f"{p} is not an approxsim CIM perturbation (written by `approxsim cim attack "
                 "--save` or Perturbation.save)"
             )
-        return cls(
-            DeviceConfig.from_dict(state["config"]),
-            dict(state["deviations"]),
-            state.get("digest"),
-            dict(state.get("meta") or {}),
-        )
+        return _perturbation_from_state(state, f"the perturbation file {p}", regenerate)
+
+
+def _perturbation_from_state(state: dict[str, Any], what: str, todo: str) -> Perturbation:
+    """Validate the contents of a perturbation file and build it."""
+    missing = [k for k in ("config", "deviations") if k not in state]
+    if missing:
+        raise CIMError(f"{what} lacks {missing}; {todo}")
+    config, devs = state["config"], state["deviations"]
+    digest, meta = state.get("digest"), state.get("meta")
+    if not isinstance(config, dict):
+        raise CIMError(f"{what} has a device model of type {type(config).__name__}; {todo}")
+    try:
+        cfg = DeviceConfig.from_dict(config)
+    except (CIMError, TypeError, ValueError) as exc:
+        raise CIMError(f"{what} has an invalid device model ({exc}); {todo}") from None
+    if not isinstance(devs, dict):
+        raise CIMError(f"{what} has deviations of type {type(devs).__name__}; {todo}")
+    for name, t in devs.items():
+        if not isinstance(name, str) or not isinstance(t, Tensor):
+            raise CIMError(
+                f"{what} maps {name!r} to a {type(t).__name__}: deviations are tensors keyed "
+                f"by layer name; {todo}"
+            )
+        if not t.is_floating_point():
+            raise CIMError(f"{what}: the deviations of layer {name!r} are {t.dtype}; {todo}")
+        if not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CIMError(
+                f"{what}: the deviations of layer {name!r} hold {bad} non-finite value(s) "
+                f"(NaN or inf); {todo}"
+            )
+    if digest is not None and not (
+        isinstance(digest, str) and len(digest) == 64 and all(c in _HEX for c in digest)
+    ):
+        raise CIMError(f"{what} has an invalid weights digest {digest!r}; {todo}")
+    if meta is not None and not isinstance(meta, dict):
+        raise CIMError(f"{what} has notes (meta) of type {type(meta).__name__}; {todo}")
+    deviations = {k: v.to(torch.float32) for k, v in devs.items()}
+    try:
+        return Perturbation(cfg, deviations, digest, dict(meta or {}))
+    except CIMError as exc:
+        raise CIMError(f"{what}: {exc}; {todo}") from None
+
+
+_HEX = frozenset("0123456789abcdef")
 
 
 def sample_perturbation(

@@ -19,14 +19,14 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from approxsim._io import atomic_write_json
+from approxsim._io import OutputExistsError, atomic_write_json, check_output, stale_temporaries
 from approxsim._runtime import ProgressFactory, ProgressLike
 from approxsim.cim.chip import PatternArg, Perturbation, chip, sample_perturbation, select_layers
 from approxsim.cim.device import CIMError, DeviceConfig
@@ -229,20 +229,84 @@ def _recorded(patterns: PatternArg) -> list[str] | None:
 
 def _resumed_chips(
     out: str | os.PathLike[str] | None, resume: bool, settings: Mapping[str, Any], samples: int
-) -> list[float]:
-    """Accuracies of the chips a partial result file already holds (``[]`` for a new run)."""
+) -> tuple[list[float], dict[str, Any]]:
+    """Accuracies of the chips a partial result file already holds (``[]`` for a new run),
+    and the file's document (``{}`` for a new run)."""
     if not resume:
-        return []
+        return [], {}
     if out is None:
         raise CIMError("resume=True needs out= (the result file to continue)")
     if not Path(out).exists():
-        return []
+        return [], {}
     old = read_result(out)
     # The epoch is left out: a checkpoint rewritten by a resumed training run is the same one.
     diffs = [k for k in settings if k != "epoch" and old.get(k) != settings[k]]
     if diffs:
         raise CIMError(f"cannot resume {out}: settings differ in {diffs}")
-    return [float(a) for a in list(old.get("accuracies", []))[:samples]]
+    accs = old.get("accuracies", [])
+    if not isinstance(accs, list) or not all(
+        isinstance(a, (int, float)) and not isinstance(a, bool) and 0 <= a <= 1 for a in accs
+    ):
+        raise CIMError(
+            f"cannot resume {out}: its accuracies are not a list of numbers in [0, 1] (the "
+            "file was altered); start a new run with --overwrite or another --out"
+        )
+    return [float(a) for a in accs[:samples]], old
+
+
+#: How a refusal names the options that allow replacing a result file.
+_OUT_FLAG = "--resume (to continue that run) or --overwrite"
+
+
+def _prepare_outputs(
+    out: str | os.PathLike[str] | None,
+    save_worst: str | os.PathLike[str] | None,
+    overwrite: bool,
+    resume: bool,
+    settings: Mapping[str, Any],
+    inputs: list[str | os.PathLike[str] | None],
+    samples: int,
+) -> tuple[list[float], bool]:
+    """Apply the output rule to the result and worst-chip files before any chip is scored,
+    read the chips to resume, and remove temporaries a killed run left.
+
+    Returns:
+        The resumed chips' accuracies, and whether the worst-chip file may be replaced.
+    """
+    if out is not None:  # before reading it to resume: a checkpoint is no result file
+        check_output(out, overwrite=True, inputs=inputs)
+    previous, old = _resumed_chips(out, resume, settings, samples)
+    replace_worst = _check_outputs(out, save_worst, overwrite, resume, old, inputs)
+    for target in (out, save_worst):
+        # Temporary files of a run killed while writing this output (kill -9 mid-write).
+        if target is not None:
+            for tmp in stale_temporaries(Path(target).parent, [Path(target).name]):
+                tmp.unlink(missing_ok=True)
+    return previous, replace_worst
+
+
+def _check_outputs(
+    out: str | os.PathLike[str] | None,
+    save_worst: str | os.PathLike[str] | None,
+    overwrite: bool,
+    resume: bool,
+    old: Mapping[str, Any],
+    inputs: list[str | os.PathLike[str] | None],
+) -> bool:
+    """The output rule for the result and worst-chip files; whether the latter may be
+    replaced."""
+    if out is not None:
+        check_output(out, overwrite=overwrite or resume, inputs=inputs, flag=_OUT_FLAG)
+    if save_worst is None:
+        return False
+    if out is not None and Path(save_worst).absolute() == Path(out).absolute():
+        raise OutputExistsError(
+            f"the result file and the worst-chip file are the same ({out}); name two files"
+        )
+    # A resumed run may replace the worst chip it saved itself (recorded in its result file).
+    own = resume and old.get("worst_chip_file") == str(save_worst)
+    check_output(save_worst, overwrite=overwrite or own, inputs=[*inputs, out])
+    return overwrite or own
 
 
 def run_monte_carlo(
@@ -261,6 +325,8 @@ def run_monte_carlo(
     save_worst: str | os.PathLike[str] | None = None,
     meta: Mapping[str, Any] | None = None,
     progress: ProgressFactory | None = None,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
 ) -> MonteCarloRun:
     """A resumable Monte Carlo run: :func:`monte_carlo` plus its result file.
 
@@ -272,6 +338,10 @@ def run_monte_carlo(
     same settings (the file of a finished run too: asking for more ``samples`` extends it).
     Ctrl-C while chips are scored keeps the completed chips (in ``out`` and in the returned
     document) and returns an incomplete :class:`MonteCarloRun`.
+
+    Outputs follow the one rule, checked before any chip is scored: an existing ``out`` is
+    replaced only with ``overwrite`` (continued with ``resume``), an existing ``save_worst``
+    only with ``overwrite`` (or if a resumed run saved it), and neither may be an input.
 
     Args:
         model: The trained model (plain, or converted to approximate layers).
@@ -289,6 +359,8 @@ def run_monte_carlo(
             it with :func:`~approxsim.cim.chip`); recorded as ``worst_chip_file``.
         meta: Fields describing the model and data, stored and compared on resume.
         progress: Makes the progress report of the chips still to score (counting images).
+        overwrite: Replace an existing ``out`` and ``save_worst`` (a new run).
+        inputs: Files the model and data were read from; no output may be one of them.
 
     Returns:
         A :class:`MonteCarloRun`; ``run.complete`` is ``False`` after Ctrl-C.
@@ -296,6 +368,7 @@ def run_monte_carlo(
     Raises:
         CIMError: invalid arguments, ``resume`` without ``out``, or an ``out`` made with
             other settings or unreadable.
+        OutputExistsError: an output breaks the rule above.
         OSError: a result file cannot be written.
     """
     settings = {
@@ -306,17 +379,26 @@ def run_monte_carlo(
         "include": _recorded(include),
         "exclude": _recorded(exclude),
     }
-    previous = _resumed_chips(out, resume, settings, samples)
+    ins = list(inputs)
+    previous, replace_worst = _prepare_outputs(
+        out, save_worst, overwrite, resume, settings, ins, samples
+    )
     partial = dict(settings, accuracies=list(previous), complete=False)
+    # The first write applies the rule again (a file that appeared meanwhile is not
+    # clobbered); later ones replace this run's own file.
+    replace_out = [overwrite or resume]
+
+    def write_out(doc: dict[str, Any]) -> None:
+        if out is not None:
+            atomic_write_json(out, doc, overwrite=replace_out[0], inputs=ins, flag=_OUT_FLAG)
+            replace_out[0] = True
 
     def saved(i: int, acc: float) -> None:
         partial["accuracies"].append(acc)
-        if out is not None:
-            atomic_write_json(out, partial)
+        write_out(partial)
 
-    bar = None
-    if progress is not None:
-        bar = progress("monte carlo", (samples - len(previous)) * num_samples(data))
+    total = (samples - len(previous)) * num_samples(data)
+    bar = progress("monte carlo", total) if progress is not None else None
     try:
         res = monte_carlo(
             model,
@@ -343,7 +425,7 @@ def run_monte_carlo(
             model, config, seed=chip_seed(seed, res.worst_index), include=include, exclude=exclude
         )
         worst.meta.update(chip=res.worst_index, accuracy=res.accuracies[res.worst_index])
-        doc["worst_chip_file"] = str(worst.save(save_worst))
-    if out is not None:
-        atomic_write_json(out, doc)
+        saved_to = worst.save(save_worst, overwrite=replace_worst, inputs=[*ins, out])
+        doc["worst_chip_file"] = str(saved_to)
+    write_out(doc)
     return MonteCarloRun(doc, res)

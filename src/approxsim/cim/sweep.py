@@ -214,7 +214,24 @@ def _previous_models(
             f"cannot continue the sweep: its settings differ in {diffs}; use another "
             "output folder or the same settings"
         )
-    return {m["label"]: m for m in previous.get("models", [])}
+    models = previous.get("models", [])
+    ok = isinstance(models, list) and all(
+        isinstance(m, dict)
+        and isinstance(m.get("label"), str)
+        and isinstance(m.get("points", []), list)
+        and all(
+            isinstance(p, dict) and isinstance(p.get("eps"), (int, float))
+            for p in m.get("points", [])
+        )
+        and (m.get("clean") is None or isinstance(m.get("clean"), dict))
+        for m in models
+    )
+    if not ok:
+        raise CIMError(
+            "cannot continue the sweep: its result file does not hold a sweep's models and "
+            "points (it was altered); use another output folder"
+        )
+    return {m["label"]: m for m in models}
 
 
 @dataclass

@@ -67,9 +67,11 @@ _pos_float = finite_float(positive=True)
 # ---------------------------------------------------------------------------- option groups
 def _add_device_options(p: argparse.ArgumentParser, *, sigma: bool, layers: bool = True) -> None:
     g = p.add_argument_group("device model")
-    g.add_argument("--weight-bits", type=_pos_int, default=8, help="weight bits N (8)")
-    g.add_argument("--device-bits", type=_pos_int, default=2, help="bits per device m (2)")
-    g.add_argument("--mapping", choices=MAPPINGS, default="sign-magnitude", help="signed weights")
+    # No argparse defaults (DeviceConfig's apply): `cim eval --perturbation` must tell the
+    # options a user gave, which have to agree with the file, from ones left out.
+    g.add_argument("--weight-bits", type=_pos_int, help="weight bits N (8)")
+    g.add_argument("--device-bits", type=_pos_int, help="bits per device m (2)")
+    g.add_argument("--mapping", choices=MAPPINGS, help="signed weights (sign-magnitude)")
     if sigma:
         g.add_argument(
             "--sigma",
@@ -217,6 +219,11 @@ def _add_mc(sub: Any) -> None:
     mc.add_argument("--out", metavar="FILE.json", help="write the result (kept up to date)")
     mc.add_argument("--resume", action="store_true", help="continue the run in --out")
     mc.add_argument("--save-worst", metavar="FILE.pt", help="save the worst chip for replay")
+    mc.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out and --save-worst if they exist (a new run)",
+    )
     mc.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -237,6 +244,9 @@ def _add_attack(sub: Any) -> None:
     _add_search_options(at)
     at.add_argument("--save", metavar="FILE.pt", help="save the perturbation (replay: cim eval)")
     at.add_argument("--out", metavar="FILE.json", help="write the result")
+    at.add_argument(
+        "--overwrite", action="store_true", help="replace --save and --out if they exist"
+    )
     at.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -308,3 +318,8 @@ def _add_sweep(sub: Any) -> None:
     _add_search_options(sw)
     sw.add_argument("--out", required=True, metavar="DIR", help="folder for sweep.json/.png")
     sw.add_argument("--resume", action="store_true", help="continue the sweep in --out")
+    sw.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT/sweep.json and OUT/sweep.png if they exist (a new sweep)",
+    )

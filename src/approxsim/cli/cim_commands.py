@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from approxsim._io import atomic_write_json
+from approxsim._io import OutputExistsError, atomic_write_json, check_output, stale_temporaries
 from approxsim._runtime import Progress, ProgressLike
 from approxsim.cim import (
     CIMError,
@@ -40,7 +40,7 @@ from approxsim.cim.montecarlo import read_result
 from approxsim.cim.training import checkpoint_method
 from approxsim.cli.common import multiplier_from_args
 from approxsim.plots.cim import plot_sweep
-from approxsim.training import TrainedModel, load_trained
+from approxsim.training import CHECKPOINT_FILE, TrainedModel, load_trained
 
 __all__ = ["COMMANDS", "ATTACK_SCHEMA", "EVAL_SCHEMA", "device_config_from_args"]
 
@@ -64,9 +64,7 @@ def device_config_from_args(args: argparse.Namespace, **over: Any) -> DeviceConf
         CIMError: invalid settings.
     """
     kw: dict[str, Any] = {
-        "weight_bits": args.weight_bits,
-        "device_bits": args.device_bits,
-        "mapping": args.mapping,
+        k: getattr(args, k) for k in _LAYOUT_OPTIONS if getattr(args, k) is not None
     }
     if hasattr(args, "sigma"):
         kw.update(
@@ -78,6 +76,27 @@ def device_config_from_args(args: argparse.Namespace, **over: Any) -> DeviceConf
         )
     kw.update(over)
     return DeviceConfig(**kw)
+
+
+#: The device layout options (``--weight-bits``, ``--device-bits``, ``--mapping``); left out,
+#: :class:`~approxsim.cim.DeviceConfig`'s defaults apply.
+_LAYOUT_OPTIONS = ("weight_bits", "device_bits", "mapping")
+
+
+def _inputs(args: argparse.Namespace) -> list[Path]:
+    """The files a command reads, which none of its outputs may replace: the checkpoint
+    file(s) (``checkpoint.pt`` of a run folder) and a replayed perturbation."""
+    given = args.checkpoint if isinstance(args.checkpoint, list) else [args.checkpoint]
+    paths = [Path(c) / CHECKPOINT_FILE if Path(c).is_dir() else Path(c) for c in given]
+    if getattr(args, "perturbation", None):
+        paths.append(Path(args.perturbation))
+    return paths
+
+
+def _distinct(first: str | None, second: str | None, what: str) -> None:
+    """Refuse two outputs of one command that name the same file."""
+    if first and second and Path(first).absolute() == Path(second).absolute():
+        raise OutputExistsError(f"{what} name the same file ({first}); name two files")
 
 
 def _multiplier(args: argparse.Namespace) -> Any:
@@ -222,6 +241,25 @@ def _describe_device(cfg: DeviceConfig) -> str:
 
 # ---------------------------------------------------------------------------- mc
 def _cmd_mc(args: argparse.Namespace) -> int:
+    if args.resume and not args.out:
+        raise CIMError("--resume needs --out (the result file to continue)")
+    if args.resume and args.overwrite:
+        raise CIMError("--resume continues --out and --overwrite replaces it: pass one")
+    # The outputs are checked before anything is loaded, so a refusal costs nothing; the
+    # library checks them again (precisely, with the resumed file at hand) before any chip.
+    inputs = _inputs(args)
+    _distinct(args.out, args.save_worst, "--out and --save-worst")
+    if args.out:
+        check_output(
+            args.out,
+            overwrite=args.overwrite or args.resume,
+            inputs=inputs,
+            flag="--resume (to continue that run) or --overwrite",
+        )
+    if args.save_worst:
+        check_output(
+            args.save_worst, overwrite=args.overwrite or args.resume, inputs=[*inputs, args.out]
+        )
     loaded = _load(args.checkpoint, args)
     cfg = device_config_from_args(args)
     if cfg.sigma == 0 and cfg.read_noise == 0:
@@ -229,8 +267,6 @@ def _cmd_mc(args: argparse.Namespace) -> int:
     if not 0 < args.confidence < 1:
         raise CIMError(f"--confidence must lie in (0, 1), got {args.confidence}")
     data, data_info = _scored_data(loaded, args)
-    if args.resume and not args.out:
-        raise CIMError("--resume needs --out (the result file to continue)")
     run = run_monte_carlo(
         loaded.model,
         data,
@@ -246,6 +282,8 @@ def _cmd_mc(args: argparse.Namespace) -> int:
         save_worst=args.save_worst,
         meta={**loaded.describe(), "data": data_info},
         progress=_progress(args),
+        overwrite=args.overwrite,
+        inputs=inputs,
     )
     if run.result is None:
         done = run.chips_done
@@ -287,6 +325,11 @@ def _cmd_mc(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- attack
 def _cmd_attack(args: argparse.Namespace) -> int:
+    inputs = _inputs(args)
+    _distinct(args.save, args.out, "--save and --out")
+    for path in (args.save, args.out):  # before the search, so a refusal costs nothing
+        if path:
+            check_output(path, overwrite=args.overwrite, inputs=inputs)
     loaded = _load(args.checkpoint, args)
     cfg = device_config_from_args(args)
     search = _search_config(args, eps=args.eps, method=args.method)
@@ -314,9 +357,10 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     res.perturbation.meta.update(checkpoint=str(loaded.given), data=info)
     out = {"schema": ATTACK_SCHEMA, **loaded.describe(), "data": info, **res.to_dict()}
     if args.save:
-        out["perturbation_file"] = str(res.perturbation.save(args.save))
+        saved = res.perturbation.save(args.save, overwrite=args.overwrite, inputs=inputs)
+        out["perturbation_file"] = str(saved)
     if args.out:
-        atomic_write_json(args.out, out)
+        atomic_write_json(args.out, out, overwrite=args.overwrite, inputs=inputs)
     status = 130 if res.interrupted else 0
     if args.json:
         print(json.dumps(out, indent=1))
@@ -360,6 +404,19 @@ def _eval_chip(
     its device model, and how the output names it."""
     if args.perturbation:
         pert = Perturbation.load(args.perturbation)
+        given = {k: getattr(args, k) for k in _LAYOUT_OPTIONS if getattr(args, k) is not None}
+        saved = pert.config.to_dict()
+        clash = [
+            f"--{k.replace('_', '-')} {v} (the file has {saved[k]})"
+            for k, v in given.items()
+            if saved[k] != v
+        ]
+        if clash:
+            raise CIMError(
+                f"{args.perturbation} was made for another device layout: "
+                + ", ".join(clash)
+                + "; drop these options (the file's layout is used) or pass the matching ones"
+            )
         if cfg.sigma:
             raise CIMError("--perturbation and --sigma exclude each other: replay or sample")
         if cfg.clip and not pert.config.clip:
@@ -470,11 +527,21 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             f"{len(args.label)} --label for {len(args.checkpoint)} --checkpoint: give one "
             "label per checkpoint, or none"
         )
+    if args.resume and args.overwrite:
+        raise CIMError(
+            "--resume continues the sweep in --out and --overwrite replaces it: pass one"
+        )
     out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputExistsError(f"--out {out_dir} is a file; name a folder for the sweep")
     json_path, png_path = out_dir / "sweep.json", out_dir / "sweep.png"
-    if json_path.exists() and not args.resume:
-        raise CIMError(f"{json_path} exists; pass --resume to continue it or choose another --out")
+    inputs = _inputs(args)
+    replace = args.resume or args.overwrite
+    check_output(json_path, overwrite=replace, inputs=inputs, flag="--resume or --overwrite")
+    check_output(png_path, overwrite=replace, inputs=inputs, flag="--resume or --overwrite")
     previous = read_result(json_path) if args.resume and json_path.exists() else None
+    for tmp in stale_temporaries(out_dir, [json_path.name, png_path.name]):
+        tmp.unlink(missing_ok=True)  # left by a sweep killed while writing
     cfg = device_config_from_args(args)
     loaded = [_load(c, args) for c in args.checkpoint]
     labels = _sweep_labels(args, loaded)
@@ -490,7 +557,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     def save(doc: dict[str, Any]) -> None:
         latest["doc"] = doc
-        atomic_write_json(json_path, doc)
+        atomic_write_json(json_path, doc, inputs=inputs)
 
     try:
         doc = run_sweep(
@@ -516,14 +583,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         if "doc" in latest:
-            plot_sweep(latest["doc"], png_path)
+            plot_sweep(latest["doc"], png_path, inputs=inputs)
         print(
             f"approxsim: interrupted; finished pieces are in {json_path} (continue with --resume)",
             file=sys.stderr,
         )
         return 130
     save(doc)
-    plot_sweep(doc, png_path)
+    plot_sweep(doc, png_path, inputs=inputs)
     print(sweep_table(doc, markdown=False))
     print(f"attack split {info['attack']}, held-out {info['heldout']}; MC sigma = eps per device")
     print(f"result       {json_path}")

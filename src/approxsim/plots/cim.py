@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,14 @@ from approxsim.plots.common import pyplot, save_figure
 __all__ = ["plot_sweep"]
 
 
-def plot_sweep(doc: dict[str, Any], path: str | os.PathLike[str], *, dpi: int = 120) -> Path:
+def plot_sweep(
+    doc: dict[str, Any],
+    path: str | os.PathLike[str],
+    *,
+    dpi: int = 120,
+    overwrite: bool = True,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+) -> Path:
     """Accuracy versus ``ε``: Monte Carlo mean (solid), its 1st percentile (dashed) and the
     worst case found (dotted: held-out split; faint crosses: attack split), one colour per
     model, starting from the clean chip at ``ε = 0``.
@@ -21,9 +29,14 @@ def plot_sweep(doc: dict[str, Any], path: str | os.PathLike[str], *, dpi: int = 
             (a partial one too: points without a Monte Carlo result are left out).
         path: Output image (format from the suffix).
         dpi: Resolution.
+        overwrite: Replace an existing file (``False``: refuse it).
+        inputs: Files the caller read; ``path`` may never be one of them.
 
     Returns:
         The path written.
+
+    Raises:
+        OutputExistsError: ``path`` exists (without ``overwrite``), is a folder or an input.
     """
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(9.6, 4.8), constrained_layout=True)
@@ -45,7 +58,7 @@ def plot_sweep(doc: dict[str, Any], path: str | os.PathLike[str], *, dpi: int = 
         fontsize=9,
     )
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return save_figure(fig, path, dpi=dpi)
+    return save_figure(fig, path, dpi=dpi, overwrite=overwrite, inputs=inputs)
 
 
 def _plot_model(ax: Any, m: dict[str, Any], c: Any) -> None:
