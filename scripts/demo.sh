@@ -22,6 +22,6 @@ for mult in fp32 bf16 mitchell7 mbm7; do
         --seed 0 --out "$OUT/lenet5-$mult" --resume "${extra[@]}"
 done
 $A compare "$OUT"/lenet5-fp32 "$OUT"/lenet5-bf16 "$OUT"/lenet5-mitchell7 "$OUT"/lenet5-mbm7 \
-    --baseline "$OUT"/lenet5-fp32 --plot "$OUT/curves.png"
-$A multipliers show mitchell7 --plot "$OUT/mitchell7-error.png" > /dev/null
+    --baseline "$OUT"/lenet5-fp32 --plot "$OUT/curves.png" --overwrite
+$A multipliers show mitchell7 --plot "$OUT/mitchell7-error.png" --overwrite > /dev/null
 echo "demo: results in $OUT (metrics.jsonl and config.json per run, curves.png, mitchell7-error.png)"

@@ -17,13 +17,13 @@ APPROXSIM_SKIP_DATA=1 bash scripts/setup.sh > "$OUT/setup.log" 2>&1 || { tail -2
 .venv/bin/python -m pytest -q tests/ops/test_cuda.py tests/ops/test_kernel_parity.py 2>&1 \
     | tee "$OUT/test_cuda.log" | tail -5
 A=.venv/bin/approxsim
-$A bench ops --device cuda --reps 5 --json "$OUT/gpu-ops.json" 2>"$OUT/bench.err" | tee "$OUT/gpu-ops.txt"
-$A bench ops --device cuda --reps 5 --tf32 --json "$OUT/gpu-ops-tf32.json" 2>>"$OUT/bench.err" \
+$A bench ops --device cuda --reps 5 --json "$OUT/gpu-ops.json" --overwrite 2>"$OUT/bench.err" | tee "$OUT/gpu-ops.txt"
+$A bench ops --device cuda --reps 5 --tf32 --json "$OUT/gpu-ops-tf32.json" --overwrite 2>>"$OUT/bench.err" \
     | tee "$OUT/gpu-ops-tf32.txt"
-$A bench ops --device cuda --reps 3 --problems gemm2048,gemm4096 --json "$OUT/gpu-ops-large.json" \
+$A bench ops --device cuda --reps 3 --problems gemm2048,gemm4096 --json "$OUT/gpu-ops-large.json" --overwrite \
     2>>"$OUT/bench.err" | tee "$OUT/gpu-ops-large.txt"
 $A bench models --device cuda --models lenet5,resnet18,resnet50 --batch-size 32 --batches 10 \
-    --json "$OUT/gpu-models.json" 2>>"$OUT/bench.err" | tee "$OUT/gpu-models.txt"
+    --json "$OUT/gpu-models.json" --overwrite 2>>"$OUT/bench.err" | tee "$OUT/gpu-models.txt"
 $A bench direct --device cuda --c examples/mitchell.c --function mitchell_mul --mantissa-bits 7 \
-    --json "$OUT/gpu-direct.json" 2>>"$OUT/bench.err" | tee "$OUT/gpu-direct.txt"
+    --json "$OUT/gpu-direct.json" --overwrite 2>>"$OUT/bench.err" | tee "$OUT/gpu-direct.txt"
 echo "gpu_check: results in $OUT"

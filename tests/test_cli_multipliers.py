@@ -104,3 +104,57 @@ def test_errors_are_one_line_and_exit_2(
     assert err.startswith("approxsim: error:")
     assert message in err
     assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------- outputs (issue 14)
+def test_show_save_refuses_an_existing_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = tmp_path / "m.npz"
+    saved.write_bytes(b"an earlier result")
+    assert main(["multipliers", "show", "mbm7", "--save", str(saved)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("approxsim: error:") and "--overwrite" in err and err.count("\n") == 1
+    assert saved.read_bytes() == b"an earlier result"
+    assert main(["multipliers", "show", "mbm7", "--save", str(saved), "--overwrite"]) == 0
+    assert approxsim.Multiplier.load(saved).name == "mbm7"
+
+
+def test_show_never_writes_over_its_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = tmp_path / "m.npz"
+    assert main(["multipliers", "show", "mbm7", "--save", str(saved)]) == 0
+    before = saved.read_bytes()
+    argv = ["multipliers", "show", "--lut", str(saved), "--save", str(saved), "--overwrite"]
+    assert main(argv) == 2
+    assert "is an input of this command" in capsys.readouterr().err
+    assert saved.read_bytes() == before
+
+
+def test_show_plot_refuses_existing_file_folder_and_bad_suffix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    png = tmp_path / "m.png"
+    png.write_bytes(b"an earlier figure")
+
+    def never(*args: object, **kw: object) -> None:
+        raise AssertionError("the outputs are checked before the multiplier is built")
+
+    with monkeypatch.context() as m:
+        m.setattr("approxsim.cli.multipliers.multiplier_from_args", never)
+        for target, message in [
+            (png, "exists; pass --overwrite"),
+            (tmp_path, "is a folder"),
+            (tmp_path / "m.xyz", "'.xyz' is not an image format"),
+        ]:
+            assert main(["multipliers", "show", "mitchell7", "--plot", str(target)]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("approxsim: error:") and message in err, err
+            assert err.count("\n") == 1 and "Traceback" not in err
+        argv = ["multipliers", "show", "mitchell7", "--plot", str(png), "--save", str(png)]
+        assert main([*argv, "--overwrite"]) == 2
+        assert "both name" in capsys.readouterr().err
+    assert png.read_bytes() == b"an earlier figure"
+    assert main(["multipliers", "show", "mitchell7", "--plot", str(png), "--overwrite"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

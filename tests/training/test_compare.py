@@ -125,3 +125,47 @@ def test_compare_groups_seeds(
     assert capsys.readouterr().out.strip() == table
     assert main(["compare", "--group-seeds", str(src), "--plot", "x.png"]) == 2
     assert "--group-seeds" in capsys.readouterr().err
+
+
+def test_compare_plot_path_is_checked_first(
+    exact_run: tuple[Path, dict],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run = str(exact_run[0])
+    old = tmp_path / "curves.png"
+    old.write_bytes(b"an earlier figure")
+
+    def never(*args: object, **kw: object) -> None:
+        raise AssertionError("the plot path is checked before any run is read")
+
+    with monkeypatch.context() as m:
+        m.setattr("approxsim.training.compare.compare_runs", never)
+        for target, message in [
+            (tmp_path / "curves.xyz", "'.xyz' is not an image format"),
+            (tmp_path, "is a folder"),
+            (old, "exists; pass --overwrite"),
+        ]:
+            assert main(["compare", run, "--plot", str(target)]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("approxsim: error:") and message in err, err
+            assert err.count("\n") == 1 and "Traceback" not in err
+    assert old.read_bytes() == b"an earlier figure"
+    assert not (tmp_path / "curves.xyz").exists() and not (tmp_path.with_suffix(".png")).exists()
+    assert main(["compare", run, "--plot", str(old), "--overwrite"]) == 0
+    assert old.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"plot written to {old}" in capsys.readouterr().out
+
+
+def test_plot_runs_never_writes_over_a_run_file(exact_run: tuple[Path, dict]) -> None:
+    from approxsim._io import OutputExistsError
+    from approxsim.plots.common import PlotError
+
+    metrics_file = exact_run[0] / "metrics.jsonl"
+    before = metrics_file.read_bytes()
+    with pytest.raises((OutputExistsError, PlotError)):
+        plot_runs([exact_run[0]], metrics_file, overwrite=True)
+    with pytest.raises(PlotError, match="not an image format"):
+        plot_runs([exact_run[0]], exact_run[0].parent / "c.xyz")
+    assert metrics_file.read_bytes() == before

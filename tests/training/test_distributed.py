@@ -209,6 +209,7 @@ def test_python_dash_m_approxsim(tmp_path: Path) -> None:
 def test_torchrun_two_processes_match_a_single_process(tmp_path: Path) -> None:
     pytest.importorskip("approxsim.convert", reason="convert_model is not available yet")
     data_dir, out, dumps = tmp_path / "data", tmp_path / "ddp", tmp_path / "dumps"
+    diverged = tmp_path / "diverged"
     data_dir.mkdir()
     dumps.mkdir()
     write_banded_mnist(data_dir, N_TRAIN, N_TEST)
@@ -219,6 +220,8 @@ def test_torchrun_two_processes_match_a_single_process(tmp_path: Path) -> None:
             {"name": "first", "argv": _train_argv(data_dir, out, 1)},
             {"name": "resumed", "argv": _train_argv(data_dir, out, 2, "--resume")},
             {"name": "refused", "argv": _train_argv(data_dir, out, 2)},
+            # Diverges: every rank stops after the epoch's summed loss, none waits for another.
+            {"name": "diverged", "argv": _train_argv(data_dir, diverged, 2, "--lr", "1e30")},
         ],
     }
     spec_file = tmp_path / "spec.json"
@@ -277,6 +280,9 @@ def test_torchrun_two_processes_match_a_single_process(tmp_path: Path) -> None:
         assert report("first", rank) == {"code": 0, "metrics_lines": 1, "checkpoint_epoch": 1}
         assert report("resumed", rank) == {"code": 0, "metrics_lines": 2, "checkpoint_epoch": 2}
         assert report("refused", rank) == {"code": 2}
+        assert report("diverged", rank) == {"code": 2}
+    assert stderr.count("training diverged") == 1  # rank 0 reports it, rank 1 stays quiet
+    assert "no epoch was complete" in stderr and not (diverged / "checkpoint.pt").exists()
     # DDP's averaged gradients give both ranks the same weights, after the first epoch and
     # after resuming (where every rank loaded the checkpoint).
     for step in ("first", "resumed"):
@@ -303,11 +309,11 @@ def test_torchrun_two_processes_match_a_single_process(tmp_path: Path) -> None:
     assert meta["config"]["batch_size"] == BATCH
     assert [r.get("world_size") for r in meta["resumed"]] == [2]
     # Only rank 0 prints: one summary per finished run, one progress line per epoch, one
-    # error for the refused restart (rank 1 fails with it silently).
+    # error for the refused restart and one for the diverged run (rank 1 fails silently).
     assert stdout.count("final        test acc") == 2
     assert stderr.count("epoch 1/1: train loss") == 1
     assert stderr.count("epoch 2/2: train loss") == 1
-    assert stderr.count("approxsim: error") == 1 and "is not empty" in stderr
+    assert stderr.count("approxsim: error") == 2 and "is not empty" in stderr
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 

@@ -13,13 +13,18 @@ from approxsim.training.rundir import (
     METRICS_FILE,
     RunFolderError,
     append_metrics,
+    check_run_folder,
+    clear_run_files,
     prepare_run_folder,
     read_config,
     read_metrics,
     read_run,
+    remove_stale_temporaries,
     write_config,
     write_metrics,
 )
+
+ROLES = ("forward", "grad_input", "grad_weight")
 
 
 def _meta() -> dict:
@@ -77,3 +82,33 @@ def test_prepare_keeps_foreign_files(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(TrainError, match="is a file"):
         prepare_run_folder(tmp_path / "file", resume=False, overwrite=False)
+
+
+def test_check_touches_nothing_and_clear_only_run_files(tmp_path: Path) -> None:
+    names = ["checkpoint.pt", CONFIG_FILE, METRICS_FILE, ".checkpoint.pt.k9.tmp", "notes.txt"]
+    names.append(".notes.txt.x1.tmp")  # someone else's temporary: not the run's
+    for name in names:
+        (tmp_path / name).write_text(name)
+    check_run_folder(tmp_path, resume=False, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    assert [p.name for p in remove_stale_temporaries(tmp_path)] == [".checkpoint.pt.k9.tmp"]
+    clear_run_files(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.txt.x1.tmp", "notes.txt"]
+    clear_run_files(tmp_path / "new")
+    assert (tmp_path / "new").is_dir()
+    check_run_folder(tmp_path / "absent", resume=False, overwrite=False)
+    assert not (tmp_path / "absent").exists()
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"config": [], "multipliers": {r: {"name": "fp32"} for r in ROLES}},
+        {"config": {}, "multipliers": {r: {"name": 5} for r in ROLES}},
+    ],
+    ids=["config-list", "name-number"],
+)
+def test_read_run_checks_the_kinds_of_its_sections(tmp_path: Path, meta: dict) -> None:
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(RunFolderError, match="malformed"):
+        read_run(tmp_path)

@@ -40,7 +40,6 @@ from approxsim.training import (
     train,
 )
 from approxsim.training import loop as loop_mod
-from approxsim.training.checkpoint import CHECKPOINT_FORMAT
 
 pytest.importorskip("approxsim.convert", reason="convert_model is not available yet")
 
@@ -254,16 +253,17 @@ def test_damaged_checkpoint_is_detected(tmp_path: Path, data_dir: Path) -> None:
 
 
 def test_interrupted_save_keeps_old_checkpoint(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exact_run: tuple[Path, dict]
 ) -> None:
-    path = save_checkpoint(tmp_path / "c.pt", {"format": CHECKPOINT_FORMAT, "x": 1})
+    state = load_checkpoint(exact_run[0])
+    path = save_checkpoint(tmp_path / "c.pt", {**state, "x": 1})
 
     def ctrl_c(*args: Any) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(os, "replace", ctrl_c)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "x": 2})
+        save_checkpoint(path, {**state, "x": 2})
     monkeypatch.undo()
     assert load_checkpoint(path)["x"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]

@@ -18,7 +18,7 @@ import gc
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -205,14 +205,25 @@ def peak_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
 
 
 # ---------------------------------------------------------------------------- results
-def save_results(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+def save_results(
+    result: dict[str, Any],
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = True,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+) -> Path:
     """Write a benchmark result as JSON, atomically (creating parent folders).
 
     Args:
         result: What a benchmark returned.
         path: Destination file.
+        overwrite: Replace an existing file; ``False``: refuse it (``--overwrite`` allows it).
+        inputs: Files the benchmark read (a C model); ``path`` may never be one of them.
 
     Returns:
         The path written.
+
+    Raises:
+        OutputExistsError: ``path`` exists (without ``overwrite``), is a folder or an input.
     """
-    return atomic_write_json(path, result, indent=1)
+    return atomic_write_json(path, result, indent=1, overwrite=overwrite, inputs=inputs)

@@ -2,7 +2,8 @@
 
 The measuring is done by :mod:`approxsim.bench`; this module turns arguments into a call,
 prints progress lines (``bench: ...``) to stderr and the table to stdout, and writes
-``--json FILE``. Errors are raised, not printed: :func:`approxsim.cli.main` reports them as
+``--json FILE`` (checked before the timing starts; an existing file only with
+``--overwrite``). Errors are raised, not printed: :func:`approxsim.cli.main` reports them as
 one line and exit status 2.
 """
 
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from approxsim._io import check_output
 from approxsim.bench import (
     DEFAULT_MODELS,
     DIRECT_PROBLEMS,
@@ -107,6 +109,7 @@ def add_bench_parser(
     ops.add_argument(
         "--json", metavar="FILE", help="also write all results and a machine record to FILE"
     )
+    ops.add_argument("--overwrite", action="store_true", help="replace --json FILE if it exists")
     ops.add_argument(
         "--quick", action="store_true", help="tiny problems only (seconds; a smoke test)"
     )
@@ -148,6 +151,7 @@ def add_direct_parser(bsub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--device", default="cpu", help="where approxsim.matmul runs: cpu or cuda[:N] (cpu)"
     )
     p.add_argument("--json", metavar="FILE", help="also write all results to FILE")
+    p.add_argument("--overwrite", action="store_true", help="replace --json FILE if it exists")
     p.set_defaults(handler=run_direct_cli)
 
 
@@ -178,6 +182,7 @@ def add_models_parser(bsub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (cpu)")
     p.add_argument("--tf32", action="store_true", help="on CUDA, let the native baseline use TF32")
     p.add_argument("--json", metavar="FILE", help="also write all results to FILE")
+    p.add_argument("--overwrite", action="store_true", help="replace --json FILE if it exists")
     p.set_defaults(handler=run_models_cli)
 
 
@@ -186,17 +191,25 @@ def _stderr(line: str) -> None:
     print(f"bench: {line}", file=sys.stderr, flush=True)
 
 
-def _prepare_json(path: str | None) -> None:
-    """Create ``--json FILE``'s folder now, so a bad path fails before minutes of timing."""
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+def _prepare_json(args: argparse.Namespace, inputs: tuple[str | None, ...] = ()) -> None:
+    """Check ``--json FILE`` and create its folder now, so a bad path fails before minutes
+    of timing rather than after them."""
+    if args.json:
+        check_output(args.json, overwrite=args.overwrite, inputs=inputs)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _finish(result: dict[str, Any], table: str, path: str | None) -> int:
+def _finish(
+    result: dict[str, Any],
+    table: str,
+    args: argparse.Namespace,
+    inputs: tuple[str | None, ...] = (),
+) -> int:
     """Print the table, write ``--json FILE`` if given; the exit status (0)."""
     print(table)
-    if path:
-        _stderr(f"results written to {save_results(result, path)}")
+    if args.json:
+        path = save_results(result, args.json, overwrite=args.overwrite, inputs=inputs)
+        _stderr(f"results written to {path}")
     return 0
 
 
@@ -214,9 +227,11 @@ def run_bench_cli(args: argparse.Namespace) -> int:
     Raises:
         BenchError: unknown problems, no CUDA, ``--tf32`` off CUDA.
         MultiplierError: an unknown multiplier.
+        OutputExistsError: ``--json FILE`` exists (without ``--overwrite``), is a folder or
+            an input.
         OSError: the ``--json`` folder cannot be created or written.
     """
-    _prepare_json(args.json)
+    _prepare_json(args)
     result = bench_ops(
         args.multiplier,
         args.problems,
@@ -228,7 +243,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         quick=args.quick,
         progress=_stderr,
     )
-    return _finish(result, format_table(result), args.json)
+    return _finish(result, format_table(result), args)
 
 
 def run_direct_cli(args: argparse.Namespace) -> int:
@@ -244,9 +259,11 @@ def run_direct_cli(args: argparse.Namespace) -> int:
         BenchError: a missing ``--c`` file, unknown problems, no CUDA.
         MultiplierError: the model does not compile, lacks the function or fails the
             decomposability check (``CompilerError`` is one).
+        OutputExistsError: ``--json FILE`` exists (without ``--overwrite``), is a folder or
+            an input.
         OSError: the ``--json`` folder cannot be created or written.
     """
-    _prepare_json(args.json)
+    _prepare_json(args, (args.c,))
     if not Path(args.c).is_file():
         raise BenchError(f"{args.c}: no such file")
     result = bench_direct(
@@ -262,7 +279,7 @@ def run_direct_cli(args: argparse.Namespace) -> int:
         device=args.device,
         progress=_stderr,
     )
-    return _finish(result, format_direct_table(result), args.json)
+    return _finish(result, format_direct_table(result), args, (args.c,))
 
 
 def run_models_cli(args: argparse.Namespace) -> int:
@@ -277,8 +294,10 @@ def run_models_cli(args: argparse.Namespace) -> int:
     Raises:
         BenchError: an unknown model, no CUDA, ``--tf32`` off CUDA.
         MultiplierError: an unknown multiplier.
+        OutputExistsError: ``--json FILE`` exists (without ``--overwrite``) or is a folder.
         OSError: ``--json FILE`` cannot be written.
     """
+    _prepare_json(args)
     result = bench_models(
         args.multiplier,
         args.models.split(",") if args.models else None,
@@ -289,4 +308,4 @@ def run_models_cli(args: argparse.Namespace) -> int:
         tf32=args.tf32,
         progress=_stderr,
     )
-    return _finish(result, format_models_table(result), args.json)
+    return _finish(result, format_models_table(result), args)

@@ -35,6 +35,7 @@ def add_compare_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders of approxsim train")
     p.add_argument("--baseline", metavar="RUN_DIR", help="reference run (default: first fp32 run)")
     p.add_argument("--plot", metavar="FILE.png", help="write train loss / test accuracy curves")
+    p.add_argument("--overwrite", action="store_true", help="replace --plot FILE if it exists")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--group-seeds",
@@ -48,8 +49,9 @@ def add_compare_parser(sub: Any) -> argparse.ArgumentParser:
 def run_compare_cli(args: argparse.Namespace) -> int:
     """Run ``approxsim compare`` from parsed arguments; prints the table and returns 0.
 
-    Errors (:class:`~approxsim.training.CompareError`, ``OSError``) propagate to the command
-    line's one handler (:func:`approxsim.cli.main`): one line on stderr, status 2.
+    Errors (:class:`~approxsim.training.CompareError`, ``PlotError``, ``OutputExistsError``,
+    ``OSError``) propagate to the command line's one handler (:func:`approxsim.cli.main`):
+    one line on stderr, status 2. ``--plot FILE`` is checked before any run is read.
     """
     from approxsim.training.compare import (
         CompareError,
@@ -65,11 +67,16 @@ def run_compare_cli(args: argparse.Namespace) -> int:
         grouped = compare_seed_groups(args.runs)
         print(json.dumps(grouped, indent=1) if args.json else format_seed_groups(grouped))
         return 0
+    if args.plot:
+        from approxsim.plots.common import check_figure_path
+
+        check_figure_path(args.plot, overwrite=args.overwrite)
     result = compare_runs(args.runs, args.baseline)
     if args.plot:
         from approxsim.plots.curves import plot_runs
 
-        result["plot"] = str(plot_runs([r["run"] for r in result["runs"]], args.plot))
+        runs = [r["run"] for r in result["runs"]]
+        result["plot"] = str(plot_runs(runs, args.plot, overwrite=args.overwrite))
     if args.json:
         print(json.dumps(result, indent=1))
     else:

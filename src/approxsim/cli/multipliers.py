@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from approxsim._io import check_output
 from approxsim.cli.common import CLIError, add_multiplier_arguments, multiplier_from_args
 
 __all__ = ["register"]
@@ -32,6 +33,9 @@ def register(sub: Any) -> None:
     show.add_argument("--plot", metavar="FILE.png", help="write a relative-error heat map")
     show.add_argument("--json", action="store_true", help="print JSON instead of a table")
     show.add_argument("--save", metavar="FILE.npz", help="save the multiplier for later runs")
+    show.add_argument(
+        "--overwrite", action="store_true", help="replace --save / --plot FILE if it exists"
+    )
     show.set_defaults(handler=_cmd_show)
 
 
@@ -88,15 +92,33 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_show_outputs(args: argparse.Namespace) -> None:
+    """Refuse ``--save`` / ``--plot`` files that may not be written, before the multiplier
+    is built (a C model compiles and runs first)."""
+    inputs = (args.c, args.approxtrain_lut, args.lut)
+    if args.save:
+        check_output(args.save, overwrite=args.overwrite, inputs=inputs)
+    if args.plot:
+        from approxsim.plots.common import check_figure_path
+
+        check_figure_path(args.plot, overwrite=args.overwrite, inputs=inputs)
+    if args.save and args.plot and Path(args.save).resolve() == Path(args.plot).resolve():
+        raise CLIError(f"--save and --plot both name {args.plot}; name two files")
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
+    _check_show_outputs(args)
     mult = multiplier_from_args(args)
     info = mult.describe()
+    inputs = (args.c, args.approxtrain_lut, args.lut)
     if args.save:
-        info["saved_to"] = str(mult.save(Path(args.save)))
+        info["saved_to"] = str(mult.save(Path(args.save), overwrite=args.overwrite, inputs=inputs))
     if args.plot:
         from approxsim.plots.multipliers import plot_error_heatmap
 
-        info["plot"] = str(plot_error_heatmap(mult, Path(args.plot)))
+        info["plot"] = str(
+            plot_error_heatmap(mult, Path(args.plot), overwrite=args.overwrite, inputs=inputs)
+        )
     if args.json:
         print(json.dumps(info, indent=1, sort_keys=True))
         return 0

@@ -313,8 +313,9 @@ def load_dataset(
         DatasetNotFoundError: the folder or a file is missing (the message names it and says
             how to get the data).
         DatasetError: a malformed file (bad magic, wrong sizes or keys, mismatched counts,
-            labels out of range, an empty class folder); the message names the folder and
-            the file. Unreadable images of a tree are reported when a batch decodes them.
+            labels out of range, an empty class folder, a split without images); the
+            message names the folder and the file. Unreadable images of a tree are reported
+            when a batch decodes them.
     """
     spec = get_dataset_format(name)
     if split not in SPLITS:
@@ -337,4 +338,12 @@ def load_dataset(
     if augment is None:
         augment = spec.augmentable and split == "train"
     directory = _resolve_root(spec, root)
-    return spec.load(directory, split, augment=augment, image_size=image_size)
+    data = spec.load(directory, split, augment=augment, image_size=image_size)
+    if len(data) == 0:
+        # Every format can describe an empty split (an IDX header of 0 images, an empty
+        # CIFAR batch); training on one "succeeds" with a loss of 0 and teaches nothing.
+        raise DatasetError(
+            f"{spec.name}: the {split} split in {directory} holds no images; check the "
+            "dataset's files (a download may have failed) or name another --data-dir"
+        )
+    return data

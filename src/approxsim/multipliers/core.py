@@ -436,15 +436,20 @@ class Multiplier:
 
         return read_approxtrain_lut(path, mantissa_bits, name=name)
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, overwrite: bool = True, inputs: Any = ()) -> Path:
         """Save the multiplier (LUT, M, rounding, provenance) to an ``.npz`` file.
+
+        Args:
+            path: The file to write.
+            overwrite: Replace an existing file (``False``: refuse it).
+            inputs: Files never to write over, whatever ``overwrite`` says.
 
         Returns:
             The path written.
         """
         from approxsim.multipliers.storage import save_multiplier
 
-        return save_multiplier(self, path)
+        return save_multiplier(self, path, overwrite=overwrite, inputs=inputs)
 
     @classmethod
     def load(cls, path: str | Path) -> Multiplier:

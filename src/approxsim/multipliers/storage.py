@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +17,28 @@ __all__ = ["save_multiplier", "load_multiplier", "FORMAT_VERSION", "atomic_write
 FORMAT_VERSION = 1
 
 
-def save_multiplier(multiplier: Multiplier, path: str | Path) -> Path:
+def save_multiplier(
+    multiplier: Multiplier,
+    path: str | Path,
+    *,
+    overwrite: bool = True,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+) -> Path:
     """Save ``multiplier`` to ``path`` (``.npz``), atomically.
+
+    Args:
+        multiplier: A LUT multiplier.
+        path: The ``.npz`` file to write.
+        overwrite: Replace an existing file (``False``: refuse it, as ``--save`` without
+            ``--overwrite`` does).
+        inputs: Files the caller read (never written over, whatever ``overwrite`` says).
+
+    Returns:
+        The path written.
 
     Raises:
         MultiplierError: for the exact multiplier (use the name ``fp32`` instead).
+        OutputExistsError: ``path`` exists (without ``overwrite``), or is one of ``inputs``.
     """
     lut = multiplier.lut
     if lut is None:
@@ -38,7 +57,7 @@ def save_multiplier(multiplier: Multiplier, path: str | Path) -> Path:
 
     buf = io.BytesIO()
     np.savez(buf, lut=lut.numpy(), meta=np.array(json.dumps(meta)))
-    atomic_write_bytes(p, buf.getvalue(), mode=0o644)
+    atomic_write_bytes(p, buf.getvalue(), mode=0o644, overwrite=overwrite, inputs=inputs)
     return p
 
 

@@ -11,7 +11,8 @@
 """
 
 from approxsim.plots.cim import plot_sweep
+from approxsim.plots.common import PlotError, check_figure_path
 from approxsim.plots.curves import plot_runs
 from approxsim.plots.multipliers import plot_error_heatmap
 
-__all__ = ["plot_error_heatmap", "plot_runs", "plot_sweep"]
+__all__ = ["PlotError", "check_figure_path", "plot_error_heatmap", "plot_runs", "plot_sweep"]

@@ -7,14 +7,19 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from approxsim.plots.common import save_figure
+from approxsim.plots.common import check_figure_path, save_figure
 from approxsim.training.compare import CompareError, Run, load_run, number_or_none
+from approxsim.training.rundir import RUN_FILES
 
 __all__ = ["plot_runs"]
 
 
 def plot_runs(
-    runs: Sequence[Run | str | os.PathLike[str]], path: str | os.PathLike[str], *, dpi: int = 120
+    runs: Sequence[Run | str | os.PathLike[str]],
+    path: str | os.PathLike[str],
+    *,
+    dpi: int = 120,
+    overwrite: bool = True,
 ) -> Path:
     """Draw train loss and test accuracy per epoch of several runs on one figure.
 
@@ -25,16 +30,23 @@ def plot_runs(
         runs: :class:`Run` objects or run folders.
         path: Output image (format from the suffix: ``.png``, ``.pdf``, ``.svg`` ...).
         dpi: Resolution of raster formats.
+        overwrite: Replace an existing file; ``False``: refuse it. A run's own files are
+            never replaced.
 
     Returns:
         The path written.
 
     Raises:
         CompareError: no runs, or an unreadable run folder.
+        PlotError: an unsupported image format.
+        OutputExistsError: ``path`` exists (without ``overwrite``), is a folder, or is one of
+            the runs' files.
     """
     loaded = [r if isinstance(r, Run) else load_run(r) for r in runs]
     if not loaded:
         raise CompareError("name at least one run to plot")
+    inputs = [r.path / name for r in loaded for name in RUN_FILES]
+    check_figure_path(path, overwrite=overwrite, inputs=inputs)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -75,4 +87,4 @@ def plot_runs(
     if len(models) == 1:
         model, dataset = models.pop()
         fig.suptitle(f"{model} on {dataset}")
-    return save_figure(fig, path, dpi=dpi)
+    return save_figure(fig, path, dpi=dpi, overwrite=overwrite, inputs=inputs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +15,14 @@ if TYPE_CHECKING:
 __all__ = ["plot_error_heatmap"]
 
 
-def plot_error_heatmap(multiplier: Multiplier, path: str | Path, *, dpi: int = 150) -> Path:
+def plot_error_heatmap(
+    multiplier: Multiplier,
+    path: str | Path,
+    *,
+    dpi: int = 150,
+    overwrite: bool = True,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+) -> Path:
     """Draw ``LUT/exact - 1`` over the M-bit mantissa grid as a heat map with a colour bar.
 
     Rows are operand A's mantissa ``1 + i/2^M``, columns operand B's. The colour scale is
@@ -23,6 +32,8 @@ def plot_error_heatmap(multiplier: Multiplier, path: str | Path, *, dpi: int = 1
         multiplier: A LUT multiplier.
         path: Output image file (format from the suffix, e.g. ``.png``, ``.pdf``).
         dpi: Resolution for raster formats.
+        overwrite: Replace an existing file (``False``: refuse it).
+        inputs: Files never to write over, whatever ``overwrite`` says.
 
     Returns:
         The path written.
@@ -64,4 +75,4 @@ def plot_error_heatmap(multiplier: Multiplier, path: str | Path, *, dpi: int = 1
         f"max|.| {100 * stats['max_abs_rel_error']:.3f}%",
         fontsize=10,
     )
-    return save_figure(fig, path, dpi=dpi)
+    return save_figure(fig, path, dpi=dpi, overwrite=overwrite, inputs=inputs)

@@ -47,7 +47,7 @@ from approxsim.training.config import (
     ResolvedTrainConfig,
     TrainConfig,
 )
-from approxsim.training.errors import CheckpointError, PeerError, TrainError
+from approxsim.training.errors import CheckpointError, DivergedError, PeerError, TrainError
 from approxsim.training.extension import TrainExtension
 from approxsim.training.loop import evaluate, train
 from approxsim.training.rundir import (
@@ -62,6 +62,7 @@ from approxsim.training.rundir import (
 __all__ = [
     "TrainError",
     "CheckpointError",
+    "DivergedError",
     "PeerError",
     "RunFolderError",
     "TrainConfig",

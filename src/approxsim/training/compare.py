@@ -229,6 +229,7 @@ _NOT_RESULT_SETTINGS = frozenset(
         "resume",
         "overwrite",
         "progress",
+        "allow_nonfinite",
         "threads",
         "workers",
         "device",

@@ -317,14 +317,17 @@ class TrainConfig:
         metadata=_cli("--resume", "continue the run in --out", 37, group=_RUN, kind="flag"),
     )
     """Continue the run in ``out_dir`` from its checkpoint (settings must match; ``epochs``
-    may grow unless the schedule is cosine). Starts afresh when there is no checkpoint."""
+    may grow unless the schedule is cosine). Without a checkpoint the run starts afresh, but
+    only when the folder is empty or holds the start of this same run (matching
+    ``config.json``, no finished epoch in ``metrics.jsonl``)."""
 
     overwrite: bool = field(
         default=False,
         metadata=_cli("--overwrite", "start the run in --out over", 38, group=_RUN, kind="flag"),
     )
-    """Delete the run files in a non-empty ``out_dir`` and start over (other files in it are
-    left alone)."""
+    """Replace the run in a non-empty ``out_dir`` and start over. Its files are deleted only
+    once the new run is built (data, model, multipliers checked), and other files in the
+    folder are left alone."""
 
     progress: bool = field(
         default=True,
@@ -338,6 +341,22 @@ class TrainConfig:
         ),
     )
     """Show a progress bar per epoch and a summary line per epoch on stderr."""
+
+    allow_nonfinite: bool = field(
+        default=False,
+        metadata=_cli(
+            "--allow-nonfinite",
+            "train on when the loss becomes nan or inf (default: stop with an error)",
+            40,
+            group=_RUN,
+            kind="flag",
+        ),
+    )
+    """Keep training when the training loss becomes NaN or infinite. By default the run
+    stops with a :class:`~approxsim.training.DivergedError` at the first such batch (the
+    checkpoint of the last complete epoch stays): a diverged run would otherwise train NaN
+    for every remaining epoch, and slowly, since GEMMs with NaN operands take the exact
+    reference path."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.out_dir, (str, os.PathLike)) or not str(self.out_dir):
@@ -370,7 +389,7 @@ class TrainConfig:
         check_int("threads", self.threads, 1, optional=True)
         if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             raise TrainError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
-        for flag in ("resume", "overwrite", "progress"):
+        for flag in ("resume", "overwrite", "progress", "allow_nonfinite"):
             if not isinstance(getattr(self, flag), bool):
                 raise TrainError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
         if self.resume and self.overwrite:
@@ -473,6 +492,8 @@ class ResolvedTrainConfig:
     """Start the run in ``out_dir`` over."""
     progress: bool
     """Progress output on stderr."""
+    allow_nonfinite: bool
+    """Train on when the training loss becomes NaN or infinite."""
 
     def passes(self) -> PassMultipliers:
         """The multipliers of the forward, input-gradient and weight-gradient passes."""

@@ -1,10 +1,11 @@
-"""The errors of the training engine: a bad setting, a bad checkpoint, a failed peer process."""
+"""The errors of the training engine: a bad setting, a bad checkpoint, a diverged run, a
+failed peer process."""
 
 from __future__ import annotations
 
 from approxsim.errors import ApproxsimError
 
-__all__ = ["TrainError", "CheckpointError", "PeerError"]
+__all__ = ["TrainError", "CheckpointError", "DivergedError", "PeerError"]
 
 
 class TrainError(ApproxsimError, ValueError):
@@ -13,6 +14,11 @@ class TrainError(ApproxsimError, ValueError):
 
 class CheckpointError(TrainError):
     """A checkpoint file is missing, damaged or not an approxsim checkpoint."""
+
+
+class DivergedError(TrainError):
+    """The training loss became NaN or infinite; the checkpoint of the last complete epoch
+    is left as it was. ``allow_nonfinite=True`` (``--allow-nonfinite``) trains on instead."""
 
 
 class PeerError(TrainError):

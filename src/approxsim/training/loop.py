@@ -13,6 +13,7 @@ import contextlib
 import math
 import os
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,6 @@ from approxsim._runtime import (
     resolve_device,
     say,
     seed_everything,
-    set_rng_state,
     thread_settings,
     utc_now,
 )
@@ -46,10 +46,12 @@ from approxsim.training.build import (
     make_scheduler,
 )
 from approxsim.training.checkpoint import (
+    check_restartable,
     check_resumable,
     checkpoint_state,
     load_checkpoint,
     load_trained,
+    restore_training_state,
     save_checkpoint,
 )
 from approxsim.training.config import (
@@ -58,7 +60,7 @@ from approxsim.training.config import (
     check_int,
     check_multiplier,
 )
-from approxsim.training.errors import TrainError
+from approxsim.training.errors import DivergedError, PeerError, TrainError
 from approxsim.training.extension import TrainExtension
 from approxsim.training.processes import World, setup_world, shard_batches, shard_span
 
@@ -104,11 +106,16 @@ def train(config: TrainConfig, extension: TrainExtension | None = None) -> dict[
 
     Raises:
         TrainError: a non-empty ``out_dir`` without ``resume``/``overwrite``, settings that
-            differ from the checkpoint being resumed, a model that does not fit the data, a
-            multi-process launch that cannot start (:class:`PeerError` on the processes
-            whose peer failed).
-        CheckpointError: the checkpoint to resume from is damaged.
-        DatasetError, ModelError, MultiplierError: data, model or multiplier problems.
+            differ from the checkpoint being resumed (or, without a checkpoint, from the
+            folder's ``config.json``; or finished epochs no checkpoint can continue), a model
+            that does not fit the data, a multi-process launch that cannot start
+            (:class:`PeerError` on the processes whose peer failed).
+        CheckpointError: the checkpoint to resume from is damaged, or its contents do not
+            fit the run.
+        DivergedError: the training loss became NaN or infinite (unless
+            ``allow_nonfinite``); the last complete epoch's checkpoint stays.
+        DatasetError, ModelError, MultiplierError: data, model or multiplier problems (found
+            before an old run is replaced with ``overwrite``).
     """
     start_time = time.perf_counter()
     cfg = config.resolve()
@@ -123,6 +130,12 @@ def train(config: TrainConfig, extension: TrainExtension | None = None) -> dict[
                 start_epoch = _start_run(run, state)
             _train_epochs(run, start_epoch)
         return _summary(run, state, start_epoch, start_time)
+    except BaseException as exc:
+        if world.enabled:
+            # The failed frames still hold the DistributedDataParallel wrapper; freed after
+            # the process group below, it aborts the process at exit.
+            traceback.clear_frames(exc.__traceback__)
+        raise
     finally:
         world.close()
 
@@ -158,9 +171,10 @@ class _Run:
 def _open_run(
     cfg: ResolvedTrainConfig, world: World, ext: TrainExtension | None
 ) -> dict[str, Any] | None:
-    """The checkpoint to resume from (checked against ``cfg``), or ``None`` for a fresh run
-    (whose folder rank 0 then prepares). Every process reads the checkpoint; only rank 0
-    touches the folder."""
+    """The checkpoint to resume from (checked against ``cfg``), or ``None`` for a fresh run,
+    whose folder rank 0 checks here and clears only once the run is built
+    (:func:`_start_run`), so a bad setting found on the way leaves an old run intact. Every
+    process reads the checkpoint; only rank 0 touches the folder."""
     out = Path(cfg.out_dir)
     ckpt_path = out / rundir.CHECKPOINT_FILE
     state: dict[str, Any] | None = None
@@ -175,7 +189,16 @@ def _open_run(
                     "settings or --overwrite"
                 )
         elif world.is_main:
-            rundir.prepare_run_folder(out, resume=cfg.resume, overwrite=cfg.overwrite)
+            rundir.check_run_folder(out, resume=cfg.resume, overwrite=cfg.overwrite)
+            if cfg.resume and out.is_dir():
+                # No checkpoint: the folder's files may only be the start of this very run.
+                check_restartable(
+                    rundir.read_config(out),
+                    rundir.read_metrics(out),
+                    cfg,
+                    out,
+                    None if ext is None else (ext.section, ext.settings()),
+                )
     return state
 
 
@@ -242,17 +265,17 @@ def _start_run(run: _Run, state: dict[str, Any] | None) -> int:
     """Restore a checkpoint, or write a fresh run's files; returns the last epoch done."""
     if state is None:
         if run.world.is_main:
+            # Everything is built and checked by now: only here does an old run make way.
+            rundir.clear_run_files(run.out)
             rundir.write_config(run.out, _metadata(run))
             rundir.write_metrics(run.out, [])
         say(run.verbose, _start_line(run))
         return 0
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    if run.scheduler is not None:
-        run.scheduler.load_state_dict(state["scheduler"])
+    restore_training_state(
+        state, run.model, run.optimizer, run.scheduler, run.out / rundir.CHECKPOINT_FILE
+    )
     run.history = list(state["history"])
     start_epoch = int(state["epoch"])
-    set_rng_state(state["rng"])
     if run.world.is_main:
         _record_resume(run, start_epoch)
     say(run.verbose, f"resuming {run.out} after epoch {start_epoch}/{run.cfg.epochs}")
@@ -261,7 +284,9 @@ def _start_run(run: _Run, state: dict[str, Any] | None) -> int:
 
 def _record_resume(run: _Run, start_epoch: int) -> None:
     """Rank 0, on resume: the checkpoint's history replaces ``metrics.jsonl`` (which may hold
-    a line of the epoch that was interrupted), and ``config.json`` notes the resumption."""
+    a line of the epoch that was interrupted), ``config.json`` notes the resumption, and the
+    temporary files of writes a killed run left behind are deleted."""
+    rundir.remove_stale_temporaries(run.out)
     rundir.write_metrics(run.out, run.history)
     meta = rundir.read_config(run.out) or _metadata(run)
     meta["config"] = run.cfg.to_dict()  # epochs may have grown
@@ -339,6 +364,9 @@ def _run_epoch(
             bar=bar,
             world=world,
             forward=run.ext.forward if run.ext is not None else None,
+            # One process stops at the batch; several check the epoch's sum below, so that
+            # all of them stop together instead of one waiting for the others' gradients.
+            on_nonfinite=None if cfg.allow_nonfinite or world.enabled else _stopper(run, epoch),
         )
     finally:
         bar.close()
@@ -358,6 +386,9 @@ def _run_epoch(
     loss_sum, correct, seen, t_loss_sum, t_correct, t_seen = world.sum(
         (*train_sums, *test_sums), run.device
     )
+    if not (cfg.allow_nonfinite or math.isfinite(loss_sum)):
+        err = _diverged(run, epoch, None, loss_sum)
+        raise err if world.is_main else PeerError(str(err))  # rank 0 reports it
     extra = (
         run.ext.epoch_metrics(run.model, run.test_set, _eval_batch_size(cfg.batch_size))
         if run.ext is not None
@@ -378,6 +409,30 @@ def _run_epoch(
         "lr": lr,
         "samples_per_s": round(samples / max(train_seconds, 1e-9), 1),
     }
+
+
+def _diverged(run: _Run, epoch: int, batch: int | None, loss: float) -> DivergedError:
+    """The error that stops a run whose training loss became ``loss`` (NaN or inf)."""
+    where = f"epoch {epoch}" if batch is None else f"batch {batch} of epoch {epoch}"
+    kept = (
+        f"{run.out / rundir.CHECKPOINT_FILE} still holds epoch {epoch - 1}"
+        if epoch > 1
+        else "no epoch was complete, so there is no checkpoint"
+    )
+    return DivergedError(
+        f"training diverged: the training loss is {loss} in {where}; the run stopped and "
+        f"{kept}. Lower the learning rate (--lr, now {run.cfg.lr:g}), or pass "
+        "--allow-nonfinite (allow_nonfinite=True) to train on regardless"
+    )
+
+
+def _stopper(run: _Run, epoch: int) -> Callable[[int, float], None]:
+    """What :func:`_train_one_epoch` calls on a non-finite loss: raise :func:`_diverged`."""
+
+    def stop(batch: int, loss: float) -> None:
+        raise _diverged(run, epoch, batch, loss)
+
+    return stop
 
 
 def _save_epoch(run: _Run, epoch: int) -> None:
@@ -474,9 +529,11 @@ def _train_one_epoch(
     bar: ProgressLike,
     world: World,
     forward: _ForwardHook | None = None,
+    on_nonfinite: Callable[[int, float], None] | None = None,
 ) -> tuple[float, int, int]:
     """One pass over ``data`` (this process's share of it); ``forward(model, x, y)``, if
-    given, is a context around each batch's forward pass.
+    given, is a context around each batch's forward pass, and ``on_nonfinite(batch, loss)``
+    is called (to raise) when a batch's loss is NaN or infinite.
 
     Returns:
         ``(loss_sum, correct, samples)`` over this process's samples; the sums of several
@@ -486,7 +543,8 @@ def _train_one_epoch(
     total_loss = 0.0
     correct = 0
     seen = 0
-    for x, y, scale, global_n in _epoch_batches(data, batch_size, generator, world):
+    batches = _epoch_batches(data, batch_size, generator, world)
+    for batch, (x, y, scale, global_n) in enumerate(batches, 1):
         x, y = x.to(device), y.to(device)
         with forward(model, x, y) if forward is not None else contextlib.nullcontext():
             logits = model(x)
@@ -497,7 +555,10 @@ def _train_one_epoch(
         (loss if scale == 1.0 else loss * scale).backward()
         optimizer.step()
         n = int(y.shape[0])
-        total_loss += float(loss.detach()) * n
+        value = float(loss.detach())
+        if on_nonfinite is not None and not math.isfinite(value):
+            on_nonfinite(batch, value)
+        total_loss += value * n
         correct += int((logits.detach().argmax(dim=1) == y).sum())
         seen += n
         bar.update(global_n, total_loss / seen, correct / seen)

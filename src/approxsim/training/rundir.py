@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from approxsim._io import append_line, atomic_write_json, atomic_write_lines, is_temporary_of
+from approxsim._io import (
+    append_line,
+    atomic_write_json,
+    atomic_write_lines,
+    is_temporary_of,
+    stale_temporaries,
+)
 from approxsim.training.errors import TrainError
 
 __all__ = [
@@ -34,7 +40,10 @@ __all__ = [
     "RunFolderError",
     "RunFiles",
     "is_run_file",
+    "check_run_folder",
+    "clear_run_files",
     "prepare_run_folder",
+    "remove_stale_temporaries",
     "write_config",
     "read_config",
     "write_metrics",
@@ -61,14 +70,18 @@ def is_run_file(path: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------- writer
-def prepare_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """Create ``out``, or check that it may be (re)used; clear old run files when allowed.
+def check_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Check, touching nothing, that a fresh run may start in ``out``.
+
+    Called before anything of the run is built, so a refusal costs nothing; the old run's
+    files are deleted only later, by :func:`clear_run_files`, once the new run is ready.
 
     Args:
         out: The run folder.
         resume: The run continues (called only when there is no checkpoint to resume from,
-            so the folder may hold leftover run files and nothing else).
-        overwrite: Old run files may be deleted (other files stay).
+            so the folder may hold leftover run files and nothing else; the caller compares
+            them with the new run's settings).
+        overwrite: Old run files may be replaced (other files stay).
 
     Raises:
         TrainError: ``out`` is a file, or a non-empty folder that may not be reused.
@@ -76,23 +89,67 @@ def prepare_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise TrainError(f"--out {out} is a file; name a folder for the run")
     entries = sorted(out.iterdir()) if out.is_dir() else []
-    if entries:
-        others = [p.name for p in entries if not is_run_file(p)]
-        if overwrite or (resume and not others):
-            for p in entries:
-                if is_run_file(p):
-                    p.unlink()
-        elif resume:
-            raise TrainError(
-                f"cannot resume in {out}: it has no {CHECKPOINT_FILE} and holds other files "
-                f"({', '.join(others[:5])}); choose another --out"
-            )
-        else:
-            raise TrainError(
-                f"{out} is not empty; pass --resume (resume=True) to continue the run in it, "
-                "--overwrite (overwrite=True) to start it over, or choose another --out"
-            )
+    if not entries or overwrite:
+        return
+    others = [p.name for p in entries if not is_run_file(p)]
+    if resume and others:
+        raise TrainError(
+            f"cannot resume in {out}: it has no {CHECKPOINT_FILE} and holds other files "
+            f"({', '.join(others[:5])}); choose another --out"
+        )
+    if not resume:
+        raise TrainError(
+            f"{out} is not empty; pass --resume (resume=True) to continue the run in it, "
+            "--overwrite (overwrite=True) to start it over, or choose another --out"
+        )
+
+
+def clear_run_files(out: Path) -> None:
+    """Create ``out``, or delete the run files (and their temporaries) it holds; other files
+    stay.
+
+    The checkpoint goes first: a run killed in the middle leaves no checkpoint beside the
+    old records, which ``resume`` refuses to continue rather than mixing two runs.
+
+    Args:
+        out: The run folder, checked by :func:`check_run_folder`.
+    """
+    for name in RUN_FILES[::-1]:
+        (out / name).unlink(missing_ok=True)
+    remove_stale_temporaries(out)
     out.mkdir(parents=True, exist_ok=True)
+
+
+def prepare_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """:func:`check_run_folder`, then :func:`clear_run_files` at once.
+
+    Args:
+        out: The run folder.
+        resume: As :func:`check_run_folder`.
+        overwrite: As :func:`check_run_folder`.
+
+    Raises:
+        TrainError: as :func:`check_run_folder`.
+    """
+    check_run_folder(out, resume=resume, overwrite=overwrite)
+    clear_run_files(out)
+
+
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Delete the temporary files of the run's own files (``.checkpoint.pt.*.tmp`` ...) that
+    an interrupted write left behind (a ``kill -9`` in the middle of a checkpoint leaves a
+    checkpoint-sized one); other files stay.
+
+    Args:
+        out: The run folder (missing: nothing to do).
+
+    Returns:
+        The files deleted.
+    """
+    stale = stale_temporaries(out, RUN_FILES)
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def write_config(out: Path, meta: dict[str, Any]) -> None:
@@ -204,8 +261,11 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunFiles:
         raise RunFolderError(f"{path} is not a folder; name run folders written by approxsim train")
     try:
         run = RunFiles(path, json.loads(cfg_path.read_text(encoding="utf-8")))
-        run.config  # noqa: B018 - both sections must be readable
-        run.multipliers  # noqa: B018
+        # Both sections must be there and of the right kinds: readers use them as is.
+        if not isinstance(run.config, dict):
+            raise TypeError(f"its config section is a {type(run.config).__name__}, not a dict")
+        if not all(isinstance(n, str) for n in run.multipliers.values()):
+            raise TypeError("its multiplier names are not strings")
     except FileNotFoundError:
         raise RunFolderError(
             f"{path} is not a training run: it has no {CONFIG_FILE} (written by approxsim train)"
