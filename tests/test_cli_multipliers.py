@@ -31,7 +31,7 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_list_pattern(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["multipliers", "list", "mitchell*"]) == 0
+    assert main(["multipliers", "list", "mitchell*", "--kind", "float"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert names == [f"mitchell{m}" for m in range(1, 12)]
 

@@ -1,4 +1,5 @@
-"""Simulated multipliers: the :class:`Multiplier`, its builders and the built-in registry."""
+"""Simulated multipliers: the float :class:`Multiplier` and the integer :class:`IntMultiplier`,
+their builders and the built-in registries."""
 
 from approxsim.multipliers import numformat
 from approxsim.multipliers.approxtrain import read_approxtrain_lut, write_approxtrain_lut
@@ -20,11 +21,23 @@ from approxsim.multipliers.core import (
     Multiplier,
     MultiplierError,
 )
+from approxsim.multipliers.evoapprox import (
+    EvoApproxError,
+    EvoApproxHeaderError,
+    EvoApproxHeaderWarning,
+    from_evoapprox,
+)
+from approxsim.multipliers.intc import int_from_c
+from approxsim.multipliers.integer import MAX_INT_BITS, MIN_INT_BITS, IntMultiplier
 from approxsim.multipliers.registry import (
+    IntMultiplierLike,
     MultiplierLike,
     UnknownMultiplierError,
+    get_int_multiplier,
     get_multiplier,
+    list_int_multipliers,
     list_multipliers,
+    register_int_multiplier,
     register_multiplier,
 )
 
@@ -51,4 +64,16 @@ __all__ = [
     "read_approxtrain_lut",
     "write_approxtrain_lut",
     "numformat",
+    "IntMultiplier",
+    "IntMultiplierLike",
+    "MIN_INT_BITS",
+    "MAX_INT_BITS",
+    "get_int_multiplier",
+    "list_int_multipliers",
+    "register_int_multiplier",
+    "int_from_c",
+    "from_evoapprox",
+    "EvoApproxError",
+    "EvoApproxHeaderError",
+    "EvoApproxHeaderWarning",
 ]

@@ -19,6 +19,8 @@ Jobs:
 
 * ``map``: ``entry(const T0 *in0, ..., Tout *out, int64_t n)`` once over ``n`` elements (the
   element types are the caller's business: the runner only moves bytes).
+* ``grid``: ``entry(const T *values, Tout *out, int64_t n)`` once, the entry filling all
+  ``n * n`` results of the operand grid ``values x values`` (an integer model's table).
 * ``gemm``: ``entry(a, bt, c, k, n, r_lo, r_hi)`` over row blocks on ``threads`` threads,
   ``warmup`` untimed and ``reps`` timed calls; the result file records the times.
 """
@@ -91,6 +93,14 @@ def _map(lib: Any, job: dict[str, Any]) -> list[float]:
     return []
 
 
+def _grid(lib: Any, job: dict[str, Any]) -> list[float]:
+    values = _mapped(*job["values"])
+    out = _mapped(*job["output"], writable=True)
+    fn = _entry(lib, job["entry"], 2, 1)
+    fn(ctypes.addressof(values), ctypes.addressof(out), job["n"])
+    return []
+
+
 def _gemm(lib: Any, job: dict[str, Any]) -> list[float]:
     r, k, n, threads = job["r"], job["k"], job["n"], job["threads"]
     a = _mapped(job["a"], 4 * r * k)
@@ -125,7 +135,7 @@ def _gemm(lib: Any, job: dict[str, Any]) -> list[float]:
     return times[: job["reps"]]
 
 
-_OPS = {"map": _map, "gemm": _gemm}
+_OPS = {"map": _map, "grid": _grid, "gemm": _gemm}
 
 
 def _publish(path: str, text: str) -> None:

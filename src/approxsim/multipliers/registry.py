@@ -3,6 +3,11 @@
 Families with an M parameter (``mitchell<M>``, ``mbm<M>``, ``trunc<M>``) are generated for
 every M approxsim allows rather than listed by hand. Users add their own with
 :func:`register_multiplier`.
+
+Integer multipliers have their own names and functions (``get_int_multiplier``,
+``list_int_multipliers``, ``register_int_multiplier``): every built-in integer name ends in
+``_u<bits>`` / ``_s<bits>`` (or is ``uint<bits>`` / ``int<bits>``), and each design is built
+from the parameters in its name (:mod:`approxsim.multipliers.intdesigns`).
 """
 
 from __future__ import annotations
@@ -11,22 +16,28 @@ import fnmatch
 import re
 import threading
 from collections.abc import Callable
+from typing import overload
 
 import numpy as np
 
-from approxsim.multipliers import designs
+from approxsim.multipliers import designs, intdesigns
 from approxsim.multipliers.core import (
     MAX_MANTISSA_BITS,
     MIN_MANTISSA_BITS,
     Multiplier,
     MultiplierError,
 )
+from approxsim.multipliers.integer import IntMultiplier
 
 __all__ = [
     "MultiplierLike",
+    "IntMultiplierLike",
     "get_multiplier",
     "list_multipliers",
     "register_multiplier",
+    "get_int_multiplier",
+    "list_int_multipliers",
+    "register_int_multiplier",
     "UnknownMultiplierError",
 ]
 
@@ -153,6 +164,11 @@ def _build(name: str) -> Multiplier:
             rounding=rounding,
             provenance={"builder": "builtin", "design": prefix, "description": description},
         )
+    if intdesigns.parse_design_name(name) is not None or name in _INT_FIXED:
+        raise UnknownMultiplierError(
+            f"{name!r} is an integer multiplier; integer multipliers take integer operands "
+            "(get_int_multiplier, or a quantized layer), not float tensors"
+        )
     families = ", ".join(f"{p}<M> (M={MIN_MANTISSA_BITS}..{MAX_MANTISSA_BITS})" for p in _FAMILIES)
     raise UnknownMultiplierError(
         f"unknown multiplier {name!r}. Known: {', '.join(sorted(_FIXED))}, {families}. "
@@ -198,3 +214,147 @@ def _bf16_trunc() -> Multiplier:
 
 
 _FIXED.update({"fp32": _exact, "bf16": _bf16, "bf16_trunc": _bf16_trunc})
+
+
+# ---------------------------------------------------------------------- integer multipliers
+
+IntFactory = Callable[[], IntMultiplier]
+
+#: Something that names an integer multiplier: an :class:`IntMultiplier`, or the name of a
+#: built-in or registered one (``"drum4_u8"``, ``"int8"``).
+IntMultiplierLike = IntMultiplier | str
+
+_INT_FIXED: dict[str, IntFactory] = {}
+_INT_CACHE: dict[str, IntMultiplier] = {}
+
+
+@overload
+def register_int_multiplier(name: str) -> Callable[[IntFactory], IntFactory]: ...
+
+
+@overload
+def register_int_multiplier(name: str, factory: IntFactory) -> IntFactory: ...
+
+
+def register_int_multiplier(
+    name: str, factory: IntFactory | None = None
+) -> Callable[[IntFactory], IntFactory] | IntFactory:
+    """Register a zero-argument factory of an :class:`IntMultiplier` under ``name``.
+
+    Call it with the factory, or use it as a decorator::
+
+        approxsim.register_int_multiplier("my8", lambda: IntMultiplier.from_lut(...))
+
+        @approxsim.register_int_multiplier("my8")
+        def my8():
+            return IntMultiplier.from_python(my_model, 8, signed=False)
+
+    The factory runs on the first :func:`get_int_multiplier` of the name; the multiplier is
+    then shared.
+
+    Args:
+        name: Letters, digits and ``_.-@+``; not a built-in design name or pattern.
+        factory: The factory; omitted when used as a decorator.
+
+    Returns:
+        ``factory`` (or, without it, a decorator that registers and returns its argument).
+
+    Raises:
+        MultiplierError: a bad name, one that follows a built-in design's pattern, or one
+            already registered.
+    """
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-@+]+", name):
+        raise MultiplierError(f"multiplier names use letters, digits and _.-@+ only, got {name!r}")
+
+    def decorator(fn: IntFactory) -> IntFactory:
+        if not callable(fn):
+            raise MultiplierError(f"the factory for {name!r} must be callable")
+        with _LOCK:
+            if name in _INT_FIXED or intdesigns.parse_design_name(name) is not None:
+                raise MultiplierError(
+                    f"an integer multiplier named {name!r} is already registered or built in; "
+                    "choose another name"
+                )
+            _INT_FIXED[name] = fn
+        return fn
+
+    return decorator if factory is None else decorator(factory)
+
+
+def list_int_multipliers(pattern: str = "*") -> list[str]:
+    """Names of the listed integer multipliers matching a shell-style ``pattern``, sorted.
+
+    The built-in list is a curated 8-bit set spanning small to large errors (exact
+    ``uint8``/``int8`` and each family at several parameters), plus every registered name.
+    Other parameters and widths (2..12 bits) are built on demand from their names, e.g.
+    ``get_int_multiplier("drum7_s12")``.
+
+    Args:
+        pattern: Shell-style pattern (``"drum*"``, ``"*_s8"``).
+
+    Returns:
+        The matching names.
+    """
+    names = set(intdesigns.LISTED_DESIGNS) | set(_INT_FIXED)
+    return sorted((n for n in names if fnmatch.fnmatchcase(n, pattern)), key=_digits_key)
+
+
+def _digits_key(name: str) -> list[int | str]:
+    # Digit runs compare as numbers (drum3 < drum10); re.split puts them at odd positions.
+    return [int(p) if i % 2 else p for i, p in enumerate(re.split(r"(\d+)", name))]
+
+
+def get_int_multiplier(name: IntMultiplierLike) -> IntMultiplier:
+    """The built-in or registered integer multiplier called ``name`` (built once, then shared).
+
+    Args:
+        name: A name (``"drum4_u8"``, ``"bam_h2v6_s8"``, ``"int8"``, a registered name) or an
+            :class:`IntMultiplier`, returned as is.
+
+    Returns:
+        The multiplier.
+
+    Raises:
+        UnknownMultiplierError: no such name (the message lists the families), or the name of
+            a float multiplier.
+        MultiplierError: a built-in name whose parameters are out of range, or a factory that
+            does not return an IntMultiplier.
+    """
+    if isinstance(name, IntMultiplier):
+        return name
+    if not isinstance(name, str):
+        raise MultiplierError(
+            f"an integer multiplier name must be a string, got {type(name).__name__}"
+        )
+    cached = _INT_CACHE.get(name)  # dict reads are atomic; no lock needed to read
+    if cached is not None:
+        return cached
+    mult = _build_int(name)
+    with _LOCK:
+        return _INT_CACHE.setdefault(name, mult)
+
+
+def _build_int(name: str) -> IntMultiplier:
+    factory = _INT_FIXED.get(name)
+    if factory is not None:
+        mult = factory()
+        if not isinstance(mult, IntMultiplier):
+            raise MultiplierError(
+                f"the factory registered as {name!r} returned {type(mult).__name__}, "
+                "not an IntMultiplier"
+            )
+        return mult
+    if intdesigns.parse_design_name(name) is not None:
+        return intdesigns.build_design(name)
+    if name in _FIXED or _family_match(name) is not None:
+        raise UnknownMultiplierError(
+            f"{name!r} is a float multiplier; use get_multiplier, or name an integer one "
+            "(`approxsim multipliers list` prints them)"
+        )
+    families = "; ".join(intdesigns.DESIGN_FAMILIES)
+    registered = ", ".join(sorted(_INT_FIXED))
+    raise UnknownMultiplierError(
+        f"unknown integer multiplier {name!r}. Built-in families: {families}"
+        + (f". Registered: {registered}" if registered else "")
+        + ". `approxsim multipliers list` prints them."
+    )

@@ -50,7 +50,9 @@ __all__ = [
     "CModelExitError",
     "CModelLoadError",
     "MapJob",
+    "GridJob",
     "GemmJob",
+    "Job",
     "JobResult",
     "check_time_limit",
     "time_limit_for",
@@ -117,6 +119,31 @@ class MapJob:
 
 
 @dataclasses.dataclass(frozen=True)
+class GridJob:
+    """One call ``entry(values, out, n)`` filling ``out[i * n + j] = f(values[i], values[j])``.
+
+    The whole operand grid of an integer model from ``n`` operand values: the child builds
+    the pairs itself, so a 12-bit grid (2^24 pairs) costs no operand files.
+
+    Attributes:
+        entry: Exported function of the library.
+        values: 1-D contiguous array of the ``n`` operand values (any dtype the entry expects).
+        out_dtype: Element type of the ``n * n`` results.
+        what: What this is, for messages ("the 256x256 grid").
+    """
+
+    entry: str
+    values: np.ndarray
+    out_dtype: np.dtype
+    what: str
+
+    @property
+    def products(self) -> int:
+        """Model calls this job makes."""
+        return int(self.values.size) ** 2
+
+
+@dataclasses.dataclass(frozen=True)
 class GemmJob:
     """``C = A × Bᵗ`` in row blocks on ``threads`` threads, ``warmup`` + ``reps`` times.
 
@@ -145,13 +172,17 @@ class GemmJob:
         return int(r * k * self.bt.shape[0]) * max(1, self.reps + self.warmup)
 
 
+#: What :func:`run_jobs` runs.
+Job = MapJob | GridJob | GemmJob
+
+
 @dataclasses.dataclass(frozen=True)
 class JobResult:
     """What one job produced.
 
     Attributes:
-        output: The job's result (a :class:`MapJob`'s flat array, a :class:`GemmJob`'s
-            ``(R, N)`` matrix).
+        output: The job's result (a :class:`MapJob`'s or :class:`GridJob`'s flat array, a
+            :class:`GemmJob`'s ``(R, N)`` matrix).
         times: A GEMM's seconds per timed call; empty for a map.
     """
 
@@ -271,7 +302,7 @@ def _signal_text(signum: int) -> str:
     return f"{name} ({desc[:1].lower() + desc[1:]})" if desc else name
 
 
-def _stage(progress: Path, jobs: Sequence[MapJob | GemmJob]) -> str:
+def _stage(progress: Path, jobs: Sequence[Job]) -> str:
     """What the child was doing when it stopped (from its progress file)."""
     try:
         marks = progress.read_text().split()
@@ -285,7 +316,7 @@ def _stage(progress: Path, jobs: Sequence[MapJob | GemmJob]) -> str:
 
 
 def _failure(
-    returncode: int, folder: Path, model: str, jobs: Sequence[MapJob | GemmJob], limit: float
+    returncode: int, folder: Path, model: str, jobs: Sequence[Job], limit: float
 ) -> CModelError:
     """The error for a child that ended without a result."""
     stage = _stage(folder / "progress", jobs)
@@ -312,7 +343,7 @@ def _failure(
 
 
 def _request(
-    folder: Path, library: Path, jobs: Sequence[MapJob | GemmJob], cpu_seconds: int
+    folder: Path, library: Path, jobs: Sequence[Job], cpu_seconds: int
 ) -> list[dict[str, Any]]:
     """Write the operands and the request file; return the job records."""
     records: list[dict[str, Any]] = []
@@ -332,6 +363,20 @@ def _request(
                     "inputs": inputs,
                     "output": [str(folder / f"out-{i}.bin"), out_bytes],
                     "n": job.products,
+                }
+            )
+        elif isinstance(job, GridJob):
+            path = folder / f"in-{i}-0.bin"
+            np.ascontiguousarray(job.values).tofile(path)
+            out_bytes = job.products * np.dtype(job.out_dtype).itemsize
+            (folder / f"out-{i}.bin").touch(mode=0o600)
+            records.append(
+                {
+                    "op": "grid",
+                    "entry": job.entry,
+                    "values": [str(path), int(job.values.nbytes)],
+                    "output": [str(folder / f"out-{i}.bin"), out_bytes],
+                    "n": int(job.values.size),
                 }
             )
         else:
@@ -423,7 +468,7 @@ def _wait(
 def run_jobs(
     library: Path,
     model: str,
-    jobs: Sequence[MapJob | GemmJob],
+    jobs: Sequence[Job],
     *,
     time_limit: float | None = None,
 ) -> list[JobResult]:
@@ -483,7 +528,7 @@ def run_jobs(
         times = [[float(x) for x in line.split()] for line in result.read_text().splitlines()]
         out = []
         for job, record, job_times in zip(jobs, records, times, strict=True):
-            if isinstance(job, MapJob):
+            if isinstance(job, (MapJob, GridJob)):
                 data = np.fromfile(record["output"][0], dtype=job.out_dtype)
             else:
                 r, n = job.a.shape[0], job.bt.shape[0]
