@@ -34,6 +34,7 @@ from torch import Tensor
 
 from approxsim.multipliers import Multiplier, MultiplierError, MultiplierLike, get_multiplier
 from approxsim.multipliers.numformat import ROUNDINGS
+from approxsim.ops.intmatmul import IntMultiplierLike, int_matmul, is_int_multiplier
 from approxsim.ops.reference import lut_mul_ref
 
 __all__ = [
@@ -411,6 +412,12 @@ def _as_multiplier(m: Any, what: str) -> Multiplier:
         return m
     if isinstance(m, str):
         return get_multiplier(m)
+    if is_int_multiplier(m):
+        raise MultiplierError(
+            f"{what}: the integer multiplier {getattr(m, 'name', '')!r} takes integer operands "
+            "and has no per-pass form; call approxsim.matmul(a, b, int_multiplier) with integer "
+            "tensors, without grad_input/grad_weight"
+        )
     raise MultiplierError(
         f"{what} must be an approxsim.Multiplier or a multiplier name, got {type(m).__name__}"
     )
@@ -456,7 +463,7 @@ def _check_operand(x: Any, what: str) -> Tensor:
 def matmul(
     a: Tensor,
     b: Tensor,
-    multiplier: Multiplier | str | PassMultipliers,
+    multiplier: Multiplier | str | PassMultipliers | IntMultiplierLike,
     *,
     grad_input: Multiplier | str | None = None,
     grad_weight: Multiplier | str | None = None,
@@ -469,6 +476,10 @@ def matmul(
     the result is returned in the operands' promoted dtype. The exact multiplier ``fp32`` runs
     native ``torch.matmul``; every other multiplier is simulated, whatever the shape or device.
 
+    With an integer multiplier (``approxsim.IntMultiplier``) the operands are integer tensors
+    of operand values and the result is their exact integer sum of table products, int32 or
+    int64 (see :func:`approxsim.ops.intmatmul.int_matmul`); there is no gradient.
+
     Autograd: the gradients are approximate GEMMs too (ApproxTrain's order): the input
     gradient multiplies ``(grad, bᵀ)`` with ``grad_input`` and the weight gradient
     ``(aᵀ, grad)`` with ``grad_weight``; both default to ``multiplier``; ``"fp32"`` makes a
@@ -477,8 +488,8 @@ def matmul(
     Args:
         a: Operand A (the LUT's row operand), ``(…, R, K)`` or ``(K,)``.
         b: Operand B, ``(…, K, N)`` or ``(K,)``.
-        multiplier: A :class:`~approxsim.Multiplier`, a multiplier name, or a
-            :class:`PassMultipliers`.
+        multiplier: A :class:`~approxsim.Multiplier`, a multiplier name, a
+            :class:`PassMultipliers`, or an integer multiplier.
         grad_input: Multiplier of the input-gradient pass.
         grad_weight: Multiplier of the weight-gradient pass.
 
@@ -486,11 +497,15 @@ def matmul(
         The product, shaped like ``torch.matmul(a, b)``.
 
     Raises:
-        TypeError: non-tensor or non-floating operands.
+        TypeError: non-tensor or non-floating operands (integer ones with an integer
+            multiplier).
+        ValueError: integer operand values outside an integer multiplier's range.
         RuntimeError: shapes that cannot be multiplied, or operands on different devices.
         MultiplierError: a bad multiplier argument.
     """
-    passes = resolve_passes(multiplier, grad_input, grad_weight)
+    if is_int_multiplier(multiplier) and grad_input is None and grad_weight is None:
+        return int_matmul(a, b, multiplier)  # type: ignore[arg-type]
+    passes = resolve_passes(multiplier, grad_input, grad_weight)  # type: ignore[arg-type]
     a = _check_operand(a, "a")
     b = _check_operand(b, "b")
     if a.device != b.device:
@@ -548,11 +563,15 @@ def _bmm(a: Tensor, b: Tensor, passes: PassMultipliers) -> Tensor:
     return approx_bmm(a, b, lf, lgi, lgw, [bf, bgi, bgw], [rf, rgi, rgw])
 
 
-def mul(a: Tensor, b: Tensor, multiplier: Multiplier | str) -> Tensor:
+def mul(a: Tensor, b: Tensor, multiplier: Multiplier | str | IntMultiplierLike) -> Tensor:
     """Elementwise simulated product (broadcasting), float32; not differentiable.
 
     ``multiplier(a, b)`` does the same; this form runs the device kernel (Triton on CUDA).
+    With an integer multiplier it is ``multiplier.m(a, b)``: the integer products of integer
+    operand values.
     """
+    if is_int_multiplier(multiplier):
+        return multiplier.m(a, b)  # type: ignore[union-attr]
     m = _as_multiplier(multiplier, "multiplier")
     a = _check_operand(a, "a").float()
     b = _check_operand(b, "b").float()
