@@ -8,6 +8,10 @@ approximately, which stay exact, and which multiply in native precision because 
 cannot convert them. Modules that multiply but cannot be converted are never skipped
 silently: :func:`convert_model` warns with an :class:`UnsupportedModuleWarning`.
 
+With an :class:`~approxsim.IntMultiplier` and ``quant=QuantConfig(...)`` the same walk makes
+the layers quantized ones (``approxsim.nn.quant_layers``, ``approxsim.nn.quant_attention``;
+see ``docs/quantization.md``); :func:`restore_model` turns those back into float layers too.
+
 Torch's transformer encoder has a native fast path (``torch._transformer_encoder_layer_fwd``
 and nested tensors) that reads the layers' weights directly in eval / no-grad mode and would
 bypass converted layers; the converter switches it off for every encoder (layer) that holds a
@@ -31,6 +35,7 @@ from approxsim._select import Pattern as Pattern
 from approxsim._select import PatternArg as PatternArg
 from approxsim.errors import ApproxsimError
 from approxsim.multipliers import Multiplier
+from approxsim.multipliers.integer import IntMultiplier
 from approxsim.nn import (
     ApproxConv1d,
     ApproxConv2d,
@@ -38,6 +43,9 @@ from approxsim.nn import (
     ApproxModule,
     ApproxMultiheadAttention,
 )
+from approxsim.nn.quant import QuantConfig, QuantError, check_int_multiplier
+from approxsim.nn.quant_attention import QuantMultiheadAttention
+from approxsim.nn.quant_layers import QuantConv1d, QuantConv2d, QuantLinear, QuantModule
 from approxsim.ops import PassMultipliers, resolve_passes
 
 __all__ = [
@@ -57,6 +65,18 @@ _CONVERSIONS: dict[type[nn.Module], type[Any]] = {
     nn.Conv2d: ApproxConv2d,
     nn.MultiheadAttention: ApproxMultiheadAttention,
 }
+
+#: Torch classes converted to quantized layers by ``convert_model(..., quant=...)``.
+_QUANT_CONVERSIONS: dict[type[nn.Module], type[Any]] = {
+    nn.Linear: QuantLinear,
+    NonDynamicallyQuantizableLinear: QuantLinear,
+    nn.Conv1d: QuantConv1d,
+    nn.Conv2d: QuantConv2d,
+    nn.MultiheadAttention: QuantMultiheadAttention,
+}
+
+#: Either kind of converted layer (float approximate or quantized).
+_CONVERTED = (ApproxModule, QuantModule)
 
 #: Torch layers that multiply by their weights but have no approximate twin yet.
 _UNSUPPORTED_TYPES: tuple[type[nn.Module], ...] = (
@@ -181,7 +201,7 @@ def _owns_matrix_parameter(module: nn.Module) -> bool:
 
 def _classify(module: nn.Module) -> str | None:
     """'approx', 'convertible', 'unsupported', or None (not a multiplying layer)."""
-    if isinstance(module, ApproxModule):
+    if isinstance(module, _CONVERTED):
         return "approx"
     if type(module) in _CONVERSIONS:
         return "convertible"
@@ -233,8 +253,11 @@ def conversion_report(model: nn.Module) -> ConversionReport:
         kind = _classify(module)
         type_name = type(module).__name__
         if kind == "approx":
-            passes = cast(ApproxModule, module).multiplier
-            report.converted.append(ReportEntry(name, type_name, repr(passes)))
+            if isinstance(module, QuantModule):
+                described = module.scheme.describe()
+            else:
+                described = repr(cast(ApproxModule, module).multiplier)
+            report.converted.append(ReportEntry(name, type_name, described))
         elif kind == "convertible":
             report.left_exact.append(ReportEntry(name, type_name, _NATIVE))
         elif kind == "unsupported":
@@ -245,13 +268,14 @@ def conversion_report(model: nn.Module) -> ConversionReport:
 # ---------------------------------------------------------------------------- conversion
 def convert_model(
     model: nn.Module,
-    multiplier: Multiplier | str | PassMultipliers,
+    multiplier: Multiplier | str | PassMultipliers | IntMultiplier,
     *,
     include: PatternArg = None,
     exclude: PatternArg = None,
     inplace: bool = False,
     grad_input: Multiplier | str | None = None,
     grad_weight: Multiplier | str | None = None,
+    quant: QuantConfig | None = None,
 ) -> nn.Module:
     """Swap the model's linear, convolution and attention layers for approximate twins.
 
@@ -267,7 +291,8 @@ def convert_model(
     Args:
         model: The model (or a single layer).
         multiplier: Forward multiplier: a :class:`~approxsim.Multiplier`, a name such as
-            ``"mitchell7"``, or a :class:`~approxsim.ops.PassMultipliers`.
+            ``"mitchell7"``, or a :class:`~approxsim.ops.PassMultipliers`; or an
+            :class:`~approxsim.IntMultiplier` for quantized layers (see ``quant``).
         include: Convert only these: fnmatch patterns on qualified module names
             (``"layer1.*"``), ``nn.Module`` types, or a list of them. A pattern selects the
             module it names and everything inside it. Default: everything.
@@ -276,6 +301,12 @@ def convert_model(
             a deep copy, so ``model`` is untouched and the result has its own weights.
         grad_input: Multiplier of the input-gradient GEMMs; default: ``multiplier``.
         grad_weight: Multiplier of the weight-gradient GEMMs; default: ``multiplier``.
+        quant: Quantize instead: a :class:`~approxsim.QuantConfig` makes the selected layers
+            quantized layers (``approxsim.nn.quant_layers``, ``quant_attention``) whose code
+            products go through ``multiplier``, an :class:`~approxsim.IntMultiplier` or its
+            name (an IntMultiplier object alone implies ``QuantConfig()``). Observe their
+            activation ranges with :func:`~approxsim.calibrate` or training steps. Attention
+            with ``add_bias_kv``/``add_zero_attn`` stays as it is (with a warning).
 
     Returns:
         The converted model (``model`` itself when ``inplace``; a new root module when the
@@ -284,6 +315,8 @@ def convert_model(
     Raises:
         TypeError: ``model`` is not an ``nn.Module`` or a filter has the wrong type.
         MultiplierError: an unknown multiplier name or a wrong type.
+        QuantError: ``quant`` with a float multiplier or with ``grad_input``/``grad_weight``,
+            or a config that does not fit the multiplier.
 
     Warns:
         UnsupportedModuleWarning: selected layers that will keep multiplying natively.
@@ -298,6 +331,10 @@ def convert_model(
         >>> print(conversion_report(model))
     """
     _check_model(model, "convert_model")
+    if quant is not None or isinstance(multiplier, IntMultiplier):
+        return _convert_quantized(
+            model, multiplier, quant, include, exclude, inplace, grad_input, grad_weight
+        )
     passes = resolve_passes(multiplier, grad_input, grad_weight)
     selection = LayerSelection.parse(include, exclude)
     if not inplace:
@@ -313,6 +350,9 @@ def convert_model(
         result = module
         if kind == "convertible" and selection.selects(chain):
             result = _CONVERSIONS[type(module)].from_float(module, passes)
+        elif kind == "approx" and isinstance(module, QuantModule) and selection.selects(chain):
+            float_layer = module.to_float()
+            result = _CONVERSIONS[type(float_layer)].from_float(float_layer, passes)
         elif kind == "approx" and selection.selects(chain):
             cast(ApproxModule, module).set_multiplier(passes)
         else:
@@ -369,8 +409,8 @@ def restore_model(model: nn.Module, inplace: bool = False) -> nn.Module:
         if id(module) in done:
             return done[id(module)]
         result = module
-        if isinstance(module, ApproxModule):
-            result = cast(ApproxModule, module).to_float()
+        if isinstance(module, _CONVERTED):
+            result = module.to_float()
         else:
             for child_name, child in _children(module):
                 if child is None:
@@ -386,6 +426,74 @@ def restore_model(model: nn.Module, inplace: bool = False) -> nn.Module:
     return root
 
 
+def _convert_quantized(
+    model: nn.Module,
+    multiplier: Any,
+    quant: QuantConfig | None,
+    include: PatternArg,
+    exclude: PatternArg,
+    inplace: bool,
+    grad_input: Any,
+    grad_weight: Any,
+) -> nn.Module:
+    """The ``quant=`` path of :func:`convert_model` (same selection and sharing rules)."""
+    mult = check_int_multiplier(multiplier, "convert_model(quant=...)")
+    if grad_input is not None or grad_weight is not None:
+        raise QuantError(
+            "convert_model: grad_input/grad_weight name float multipliers and do not apply to "
+            "quantized layers; choose their backward with QuantConfig(grad='ste' | 'lut')"
+        )
+    if quant is not None and not isinstance(quant, QuantConfig):
+        raise QuantError(f"convert_model: quant must be a QuantConfig, got {quant!r}")
+    config = quant or QuantConfig()
+    config.resolve(mult)  # refuse a config that does not fit before copying the model
+    selection = LayerSelection.parse(include, exclude)
+    if not inplace:
+        model = copy.deepcopy(model)
+    done: dict[int, nn.Module] = {}
+    unsupported: list[tuple[str, str]] = []
+
+    def convert(module: nn.Module, name: str, chain: list[tuple[str, nn.Module]]) -> nn.Module:
+        if id(module) in done:
+            return done[id(module)]
+        chain = chain + [(name, module)]
+        kind = _classify(module)
+        result = module
+        selected = kind in ("convertible", "approx") and selection.selects(chain)
+        base = module.to_float() if selected and isinstance(module, _CONVERTED) else module
+        target = _QUANT_CONVERSIONS.get(type(base)) if selected else None
+        if target is not None and getattr(target, "supports", lambda m: True)(base):
+            result = target.from_float(base, mult, config)
+        else:
+            if selected or (kind == "unsupported" and selection.selects(chain)):
+                unsupported.append((name or "(model)", type(module).__name__))
+            if not isinstance(module, nn.MultiheadAttention):
+                for child_name, child in _children(module):
+                    if child is None:
+                        continue
+                    qual = f"{name}.{child_name}" if name else child_name
+                    new_child = convert(child, qual, chain)
+                    if new_child is not child:
+                        setattr(module, child_name, new_child)
+        done[id(module)] = result
+        return result
+
+    root = convert(model, "", [])
+    _set_fast_paths(root, enabled=False)
+    if unsupported:
+        listed = ", ".join(f"{n} ({t})" for n, t in unsupported)
+        warnings.warn(
+            f"convert_model(quant=...): {len(unsupported)} layer(s) multiply but have no "
+            f"quantized version, so they keep their current arithmetic: {listed}. Quantized "
+            "layers exist for nn.Linear, nn.Conv1d, nn.Conv2d and nn.MultiheadAttention (without "
+            "add_bias_kv / add_zero_attn); pass these layers in "
+            "exclude= to acknowledge them and silence this warning.",
+            UnsupportedModuleWarning,
+            stacklevel=3,
+        )
+    return root
+
+
 # ---------------------------------------------------------------------------- fast paths
 def _set_fast_paths(model: nn.Module, enabled: bool) -> None:
     """Turn torch's transformer fast paths off where they would bypass approximate layers
@@ -396,7 +504,7 @@ def _set_fast_paths(model: nn.Module, enabled: bool) -> None:
             for attr, value in (saved or {}).items():
                 setattr(module, attr, value)
             continue
-        if not any(isinstance(m, ApproxModule) for m in module.modules()):
+        if not any(isinstance(m, _CONVERTED) for m in module.modules()):
             continue
         attrs: dict[str, Any] = {}
         if hasattr(module, "activation_relu_or_gelu"):

@@ -1,0 +1,447 @@
+"""The quantized GEMM every quantized layer runs, with its two backward passes.
+
+:func:`quantized_matmul` multiplies float operands ``a: (G, R, K)`` and ``b: (G, K, N)`` the
+way integer hardware would: both are quantized to codes, every code × code product is read
+from the integer multiplier's table, the products are summed exactly in integers and the sum
+is scaled back to float. The backward is ``ste`` (exact float GEMMs of the dequantized
+operands) or ``lut`` (difference-based gradient tables applied per product, see
+:func:`lut_backward_reference`). ``docs/quantization.md`` gives the formulas.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.grad import conv2d_input, conv2d_weight
+
+from approxsim.multipliers.integer import IntMultiplier
+from approxsim.nn.quant import QuantScheme, lut_gradient_tables
+from approxsim.ops import conv_out_size
+from approxsim.ops import matmul as approx_matmul
+
+__all__ = [
+    "quantized_matmul",
+    "quantized_conv2d",
+    "patch_codes",
+    "table_matmul",
+    "lut_backward_reference",
+]
+
+#: Elements of a gathered ``(rows, K, N)`` block materialized at once by the torch loops.
+GATHER_CHUNK = 1 << 22
+
+
+def table_matmul(qa: Tensor, qb: Tensor, multiplier: IntMultiplier) -> Tensor:
+    """``out[g, r, n] = Σ_k table[qa[g, r, k] - min, qb[g, k, n] - min]``, exact, int64.
+
+    Args:
+        qa: ``(G, R, K)`` integer operand values (row operand of the table).
+        qb: ``(G, K, N)`` integer operand values.
+        multiplier: The integer multiplier.
+
+    Returns:
+        ``(G, R, N)`` int64 sums.
+    """
+    return approx_matmul(qa, qb, multiplier).to(torch.int64)  # type: ignore[arg-type]
+
+
+def lut_backward_reference(
+    qa: Tensor,
+    qb: Tensor,
+    g_a: Tensor | None,
+    g_b: Tensor | None,
+    ga_table: Tensor,
+    gb_table: Tensor,
+    qmin: int,
+    strategy: Literal["auto", "elements", "rows"] = "auto",
+) -> tuple[Tensor | None, Tensor | None]:
+    """Gradient-table GEMMs: ``Σ_n g_a[r, n]·Ga[qa[r, k], qb[k, n]]`` and
+    ``Σ_r g_b[r, n]·Gb[qa[r, k], qb[k, n]]``, chunked so memory stays bounded.
+
+    Two equivalent strategies: ``"elements"`` gathers every table entry by its own index;
+    ``"rows"`` (DESIGN §4's row idea) works one ``k`` at a time on the ``(C, N)`` table
+    ``V[a, n] = G[a, qb[k, n]]``: whole-row gathers for the A side, and for the B side sums
+    of the gradient rows that share a code, so no per-product gather at all. Building the
+    ``K`` small tables pays once there are a few times more rows than codes; ``"auto"``
+    picks by a measured cost model.
+
+    Args:
+        qa: ``(G, R, K)`` codes.
+        qb: ``(G, K, N)`` codes.
+        g_a: ``(G, R, N)`` weights of the A-side sum, or None to skip it.
+        g_b: ``(G, R, N)`` weights of the B-side sum, or None to skip it.
+        ga_table: ``(C, C)`` float table indexed by ``code - qmin``.
+        gb_table: ``(C, C)`` float table.
+        qmin: The smallest code.
+        strategy: ``"auto"``, ``"elements"`` or ``"rows"``.
+
+    Returns:
+        ``(grad_a (G, R, K) | None, grad_b (G, K, N) | None)`` float32.
+    """
+    groups, rows, k = qa.shape
+    c = ga_table.shape[0]
+    out_a = None if g_a is None else torch.zeros(groups, rows, k, device=qa.device)
+    out_b = None if g_b is None else torch.zeros(groups, k, qb.shape[2], device=qa.device)
+    # Cost model measured on CPU: per k the row strategy pays a fixed ~60 µs plus ~0.5 ns per
+    # element of (2·C + 3·R)·N; the element gather pays ~5 ns per product (R·N per k).
+    n = qb.shape[2]
+    rows_first = strategy == "rows" or (strategy == "auto" and 3.5 * rows > c + 6e4 / max(1, n))
+    for gi in range(groups):
+        a_idx = qa[gi].to(torch.int64) - qmin  # (R, K)
+        col = qb[gi].to(torch.int64) - qmin  # (K, N)
+        ga_g = None if g_a is None else g_a[gi]
+        gb_g = None if g_b is None else g_b[gi]
+        oa = None if out_a is None else out_a[gi]
+        ob = None if out_b is None else out_b[gi]
+        if rows_first:
+            _lut_rows(a_idx, col, ga_g, gb_g, ga_table, gb_table, oa, ob)
+        else:
+            _lut_elements(a_idx, col, ga_g, gb_g, ga_table, gb_table, oa, ob)
+    return out_a, out_b
+
+
+def _lut_elements(
+    a_idx: Tensor,
+    col: Tensor,
+    g_a: Tensor | None,
+    g_b: Tensor | None,
+    ga_table: Tensor,
+    gb_table: Tensor,
+    out_a: Tensor | None,
+    out_b: Tensor | None,
+) -> None:
+    """One group of :func:`lut_backward_reference`, one table gather per product."""
+    rows, k = a_idx.shape
+    c = ga_table.shape[0]
+    ga_flat, gb_flat = ga_table.reshape(-1), gb_table.reshape(-1)
+    step = max(1, GATHER_CHUNK // max(1, k * col.shape[1]))
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        idx = a_idx[r0:r1].unsqueeze(2) * c + col.unsqueeze(0)  # (rc, K, N)
+        if out_a is not None and g_a is not None:
+            out_a[r0:r1] = torch.einsum("rkn,rn->rk", ga_flat[idx], g_a[r0:r1])
+        if out_b is not None and g_b is not None:
+            out_b += torch.einsum("rkn,rn->kn", gb_flat[idx], g_b[r0:r1])
+
+
+def _lut_rows(
+    a_idx: Tensor,
+    col: Tensor,
+    g_a: Tensor | None,
+    g_b: Tensor | None,
+    ga_table: Tensor,
+    gb_table: Tensor,
+    out_a: Tensor | None,
+    out_b: Tensor | None,
+) -> None:
+    """One group of :func:`lut_backward_reference`, one reduction index ``k`` at a time.
+
+    With ``V[a, n] = G[a, qb[k, n]]`` (a ``(C, N)`` table for this ``k``): the A side gathers
+    whole rows ``V[qa[r, k], :]`` and dots them with ``g_a[r, :]``; the B side first sums the
+    rows of ``g_b`` that share a code (``H[a, n] = Σ_{r: qa[r, k] = a} g_b[r, n]``), then
+    ``Σ_a H[a, n]·V[a, n]`` — no per-product gather at all.
+    """
+    rows, k = a_idx.shape
+    c, n = ga_table.shape[0], col.shape[1]
+    step = max(1, GATHER_CHUNK // max(1, n))
+    a_cols = a_idx.t().contiguous()  # (K, R): each k's codes contiguous
+    for kk in range(k):
+        codes, cols = a_cols[kk], col[kk]
+        if out_a is not None and g_a is not None:
+            va = ga_table[:, cols]  # (C, N)
+            for r0 in range(0, rows, step):
+                r1 = min(rows, r0 + step)
+                out_a[r0:r1, kk] = (g_a[r0:r1] * va.index_select(0, codes[r0:r1])).sum(1)
+        if out_b is not None and g_b is not None:
+            h = torch.zeros(c, n, dtype=g_b.dtype, device=g_b.device)
+            h.index_add_(0, codes, g_b)
+            out_b[kk] = (h * gb_table[:, cols]).sum(0)
+
+
+def _dequantize(acc: Tensor, sa: Tensor, sb: Tensor) -> Tensor:
+    """``float32(float64(acc)·(float64(sa)·float64(sb)))``: one rounding, at the end."""
+    return (acc.to(torch.float64) * (sa.double() * sb.double())).to(torch.float32)
+
+
+def _affine_correct(acc: Tensor, qa: Tensor, qb: Tensor, za: Tensor, zb: Tensor, k: int) -> Tensor:
+    """``Σ f(qa, qb) − zb·Σ qa − za·Σ qb + K·za·zb``: the exact zero-point terms, in int64.
+
+    The code sums are taken in int32 (K·(2^12 − 1) < 2^31 for any K below half a million;
+    torch's int64 reductions are many times slower) and widened after."""
+    sum_dtype = torch.int32 if k * 4096 < 2**31 else torch.int64
+    return (
+        acc
+        - zb * torch.sum(qa, -1, keepdim=True, dtype=sum_dtype).to(torch.int64)
+        - za * torch.sum(qb, -2, keepdim=True, dtype=sum_dtype).to(torch.int64)
+        + k * za * zb
+    )
+
+
+def _lut_grads(
+    qa: Tensor,
+    qb: Tensor,
+    grad: Tensor,
+    qp: tuple[Tensor, Tensor, Tensor, Tensor],
+    scheme: QuantScheme,
+    need: tuple[bool, bool],
+) -> tuple[Tensor | None, Tensor | None]:
+    """The ``lut`` gradients of ``y = sa·sb·(Σ f(qa, qb) − …)`` with respect to the float
+    operands (before the clipping mask): ``∂y/∂a = sb·(Ga − zb)``, ``∂y/∂b = sa·(Gb − za)``
+    per product (``qa ≈ a / sa``, ``qb ≈ b / sb``)."""
+    sa, za, sb, zb = qp
+    ga_table, gb_table = lut_gradient_tables(scheme, grad.device)
+    g_a = grad * sb if need[0] else None
+    grad_a, gb = lut_backward_reference(
+        qa, qb, g_a, grad if need[1] else None, ga_table, gb_table, scheme.qmin
+    )
+    if grad_a is not None and g_a is not None:
+        grad_a = grad_a - (g_a * zb).sum(-1, keepdim=True)
+    grad_b = None if gb is None else sa * (gb - za * grad.sum(-2, keepdim=True))
+    return grad_a, grad_b
+
+
+class _QuantGemm(torch.autograd.Function):
+    """Quantize, table GEMM, exact integer corrections, dequantize; STE or LUT backward."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        a: Tensor,
+        b: Tensor,
+        qp: tuple[Tensor, Tensor, Tensor, Tensor],
+        scheme: QuantScheme,
+        track: bool,
+    ) -> Tensor:
+        sa, za, sb, zb = qp
+        qa, in_a = scheme.quantize(a, sa, za, track)
+        qb, in_b = scheme.quantize(b, sb, zb, track)
+        acc = table_matmul(qa, qb, scheme.table_multiplier)
+        if scheme.kind == "affine":
+            acc = _affine_correct(acc, qa, qb, za, zb, a.shape[-1])
+        if track:
+            ctx.scheme, ctx.qp = scheme, qp
+            ctx.save_for_backward(qa, qb, in_a, in_b)
+        return _dequantize(acc, sa, sb)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        qa, qb, in_a, in_b = ctx.saved_tensors
+        scheme: QuantScheme = ctx.scheme
+        sa, za, sb, zb = ctx.qp
+        need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+        grad = grad.float()
+        grad_a = grad_b = None
+        if scheme.config.grad == "ste":
+            if need[0]:
+                grad_a = grad @ ((qb.to(torch.float32) - zb) * sb).transpose(-1, -2)
+            if need[1]:
+                grad_b = ((qa.to(torch.float32) - za) * sa).transpose(-1, -2) @ grad
+        else:
+            grad_a, grad_b = _lut_grads(qa, qb, grad, ctx.qp, scheme, need)
+        # Straight through the rounding, zero where the value was clipped.
+        if grad_a is not None:
+            grad_a = grad_a * in_a
+        if grad_b is not None:
+            grad_b = grad_b * in_b
+        return grad_a, grad_b, None, None, None
+
+
+def quantized_matmul(
+    a: Tensor,
+    b: Tensor,
+    a_range: tuple[Tensor, Tensor],
+    b_range: tuple[Tensor, Tensor],
+    scheme: QuantScheme,
+) -> Tensor:
+    """Quantized approximate ``a @ b`` with every code product through the scheme's table.
+
+    Args:
+        a: ``(G, R, K)`` float operand (the table's row operand).
+        b: ``(G, K, N)`` float operand.
+        a_range: ``(lo, hi)`` of ``a``, each a scalar or broadcastable to ``(G, R, 1)`` (per
+            tensor, or per row of A).
+        b_range: ``(lo, hi)`` of ``b``, each broadcastable to ``(G, 1, N)`` (per column of B,
+            i.e. per output channel of a layer, or per tensor).
+        scheme: The resolved :class:`~approxsim.nn.quant.QuantScheme`.
+
+    Returns:
+        ``(G, R, N)`` float32: ``sa·sb·Σ_k f(qa, qb)`` with the affine zero-point terms exact.
+
+    Raises:
+        QuantError: non-finite operands.
+    """
+    sa, za = scheme.qparams(*a_range)
+    sb, zb = scheme.qparams(*b_range)
+    track = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
+    return _QuantGemm.apply(a, b, (sa, za, sb, zb), scheme, track)  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------------------- convolution
+def patch_codes(
+    q: Tensor,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+) -> Tensor:
+    """im2col of a (padded) code image in its own dtype: ``(G, N·Ho·Wo, C/G·kh·kw)``.
+
+    The columns are ordered (channel, kernel row, kernel column), as ``F.unfold`` orders them
+    and as the kernel ``(O, C/G, kh, kw)`` flattens. One strided view, one copy.
+
+    Args:
+        q: ``(N, C, H, W)`` codes (contiguous or not).
+        kernel: ``(kh, kw)``.
+        stride: ``(sh, sw)``.
+        dilation: ``(dh, dw)``.
+        groups: Channel groups.
+
+    Returns:
+        The patch matrix of each group.
+    """
+    q = q.contiguous()
+    n, c, h, w = q.shape
+    kh, kw = kernel
+    ho = conv_out_size(h, kh, stride[0], dilation[0], 0)
+    wo = conv_out_size(w, kw, stride[1], dilation[1], 0)
+    cg = c // groups
+    sn, sc, sh, sw = q.stride()
+    view = q.as_strided(
+        (groups, n, ho, wo, cg, kh, kw),
+        (cg * sc, sn, sh * stride[0], sw * stride[1], sc, sh * dilation[0], sw * dilation[1]),
+    )
+    return view.reshape(groups, n * ho * wo, cg * kh * kw)
+
+
+class _QuantConv2d(torch.autograd.Function):
+    """Quantized convolution of a padded input: codes first, then im2col of the codes (the
+    float input is never unfolded); STE backward by torch's own convolution gradients of the
+    dequantized operands, LUT backward by gradient-table GEMMs folded back to the image."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: Tensor,
+        w: Tensor,
+        qp: tuple[Tensor, Tensor, Tensor, Tensor],
+        geometry: tuple[tuple[int, int], tuple[int, int], int],
+        scheme: QuantScheme,
+        track: bool,
+    ) -> Tensor:
+        sa, za, sb, zb = qp  # sb, zb: (O,)
+        stride, dilation, groups = geometry
+        o, cg, kh, kw = w.shape
+        qx, in_x = scheme.quantize(x, sa, za, track)
+        qw, in_w = scheme.quantize(w, sb.view(-1, 1, 1, 1), zb.view(-1, 1, 1, 1), track)
+        qa = patch_codes(qx, (kh, kw), stride, dilation, groups)  # (G, N·L, K)
+        qb = qw.reshape(groups, o // groups, cg * kh * kw).transpose(1, 2)  # (G, K, O/G)
+        acc = table_matmul(qa, qb, scheme.table_multiplier)
+        sb_g = sb.view(groups, 1, o // groups)
+        if scheme.kind == "affine":
+            acc = _affine_correct(acc, qa, qb, za, zb.view(groups, 1, o // groups), qa.shape[2])
+        y = _dequantize(acc, sa, sb_g)  # (G, N·L, O/G)
+        n = x.shape[0]
+        ho = conv_out_size(x.shape[2], kh, stride[0], dilation[0], 0)
+        wo = conv_out_size(x.shape[3], kw, stride[1], dilation[1], 0)
+        y = y.reshape(groups, n, ho, wo, o // groups).permute(1, 0, 4, 2, 3)
+        if track:
+            ctx.scheme, ctx.qp, ctx.geometry = scheme, qp, geometry
+            ctx.shapes = (tuple(x.shape), tuple(w.shape))
+            ctx.save_for_backward(qx, qw, in_x, in_w)
+        return y.reshape(n, o, ho, wo)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        qx, qw, in_x, in_w = ctx.saved_tensors
+        scheme: QuantScheme = ctx.scheme
+        sa, za, sb, zb = ctx.qp
+        stride, dilation, groups = ctx.geometry
+        x_shape, w_shape = ctx.shapes
+        need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+        grad = grad.float()
+        grad_x = grad_w = None
+        if scheme.config.grad == "ste":
+            conv = (stride, 0, dilation, groups)
+            if need[0]:
+                w_hat = (qw.to(torch.float32) - zb.view(-1, 1, 1, 1)) * sb.view(-1, 1, 1, 1)
+                grad_x = conv2d_input(x_shape, w_hat, grad, *conv)
+            if need[1]:
+                x_hat = (qx.to(torch.float32) - za) * sa
+                grad_w = conv2d_weight(x_hat, w_shape, grad, *conv)
+        else:
+            grad_x, grad_w = _conv_lut_grads(ctx, qx, qw, grad, need)
+        if grad_x is not None:
+            grad_x = grad_x * in_x
+        if grad_w is not None:
+            grad_w = grad_w * in_w
+        return grad_x, grad_w, None, None, None, None
+
+
+def _conv_lut_grads(
+    ctx: Any, qx: Tensor, qw: Tensor, grad: Tensor, need: tuple[bool, bool]
+) -> tuple[Tensor | None, Tensor | None]:
+    """``lut`` gradients of the convolution: the patch gradients of :func:`_lut_grads`,
+    summed back into the image (``F.fold``, the adjoint of im2col)."""
+    sa, za, sb, zb = ctx.qp
+    stride, dilation, groups = ctx.geometry
+    x_shape, w_shape = ctx.shapes
+    n, c, h, w = x_shape
+    o, cg, kh, kw = w_shape
+    og = o // groups
+    qa = patch_codes(qx, (kh, kw), stride, dilation, groups)
+    qb = qw.reshape(groups, og, cg * kh * kw).transpose(1, 2)
+    ho, wo = grad.shape[2], grad.shape[3]
+    g = grad.reshape(n, groups, og, ho * wo).permute(1, 0, 3, 2).reshape(groups, -1, og)
+    qp = (sa, za, sb.view(groups, 1, og), zb.view(groups, 1, og))
+    grad_a, grad_b = _lut_grads(qa, qb, g, qp, ctx.scheme, need)
+    grad_x = grad_w = None
+    if grad_a is not None:
+        cols = grad_a.reshape(groups, n, ho * wo, cg * kh * kw).permute(1, 0, 3, 2)
+        cols = cols.reshape(n, c * kh * kw, ho * wo)
+        grad_x = F.fold(cols, (h, w), (kh, kw), dilation=dilation, stride=stride)
+    if grad_b is not None:
+        grad_w = grad_b.transpose(1, 2).reshape(o, cg, kh, kw)
+    return grad_x, grad_w
+
+
+def quantized_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    x_range: tuple[Tensor, Tensor],
+    weight_range: tuple[Tensor, Tensor],
+    scheme: QuantScheme,
+) -> Tensor:
+    """Quantized approximate 2-D convolution of an already padded input (no bias).
+
+    Every product pairs a patch code (operand A, the table's row) with a kernel code.
+
+    Args:
+        x: ``(N, C, H, W)`` float, padded.
+        weight: ``(O, C / groups, kh, kw)`` float.
+        stride: ``(sh, sw)``.
+        dilation: ``(dh, dw)``.
+        groups: Channel groups.
+        x_range: ``(lo, hi)`` of the input (per tensor).
+        weight_range: ``(lo, hi)`` of the weight, each ``(O,)`` or a scalar.
+        scheme: The resolved quantization scheme.
+
+    Returns:
+        ``(N, O, Ho, Wo)`` float32.
+
+    Raises:
+        QuantError: non-finite operands.
+    """
+    sa, za = scheme.qparams(*x_range)
+    o = weight.shape[0]
+    lo, hi = (t.expand(o) if t.dim() == 0 else t for t in weight_range)
+    sb, zb = scheme.qparams(lo, hi)
+    track = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    return _QuantConv2d.apply(  # type: ignore[no-any-return]
+        x, weight, (sa, za, sb, zb), (stride, dilation, groups), scheme, track
+    )
