@@ -7,6 +7,12 @@ the approximate path with one multiplier against native float32 PyTorch, for two
 * ``forward+backward`` — ``out = f(a, b)``, ``out.sum().backward()`` with gradients to both
   operands (the input and the weight of a convolution), as one training step does.
 
+With an integer multiplier (``approxsim.IntMultiplier``) the approximate path is the integer
+GEMM ``approxsim.matmul(a, b, int_multiplier)`` on random integer operand values (uniform over
+the multiplier's range, int8/uint8 up to 8 bits), timed forward only (integer operands have no
+gradient; quantized layers are timed by ``scripts/bench_quant.py``), against native float32
+``torch.matmul`` of the same values; convolution forms are listed as skipped.
+
 Each problem is a GEMM ``(R, K) × (K, N)``. Problems taken from convolution layers also have a
 conv form, timed as ``approxsim.nn.ApproxConv2d`` against ``nn.Conv2d`` when ``approxsim.nn``
 is importable (its rows are listed as skipped, with the reason, when it is not). Throughput is
@@ -43,6 +49,7 @@ from approxsim.bench.problems import Problem, resolve_problems
 from approxsim.errors import ApproxsimError
 from approxsim.multipliers import Multiplier, MultiplierError, get_multiplier
 from approxsim.ops import matmul as approx_matmul
+from approxsim.ops.intmatmul import IntMultiplierLike, is_int_multiplier
 
 __all__ = ["SCHEMA", "PASSES", "bench_ops", "format_table"]
 
@@ -86,6 +93,36 @@ def _gemm_paths(
         return _Path(forward, step)
 
     return make(lambda x, y: approx_matmul(x, y, mult)), make(torch.matmul)
+
+
+def _int_operands(
+    shape: tuple[int, int], mult: IntMultiplierLike, gen: torch.Generator, device: torch.device
+) -> Tensor:
+    """Operand values drawn uniformly over the multiplier's range, in the narrowest dtype."""
+    lo = int(mult.min_value)
+    values = torch.randint(lo, lo + (1 << int(mult.bits)), shape, generator=gen)
+    if mult.bits <= 8:
+        values = values.to(torch.int8 if mult.signed else torch.uint8)
+    else:
+        values = values.to(torch.int16)
+    return values.to(device)
+
+
+def _int_gemm_paths(
+    problem: Problem, mult: IntMultiplierLike, device: torch.device, gen: torch.Generator
+) -> tuple[_Path, _Path]:
+    """The integer GEMM and native float32 on the same values (forward only)."""
+    a = _int_operands((problem.r, problem.k), mult, gen, device)
+    b = _int_operands((problem.k, problem.n), mult, gen, device)
+    af, bf = a.float(), b.float()
+
+    def no_step() -> None:
+        raise AssertionError("integer GEMMs have no backward pass")  # never timed
+
+    return (
+        _Path(lambda: approx_matmul(a, b, mult), no_step),  # type: ignore[arg-type]
+        _Path(lambda: torch.matmul(af, bf), no_step),
+    )
 
 
 class _Skip(ApproxsimError, RuntimeError):
@@ -159,13 +196,14 @@ def _bench_form(
     sync: Callable[[], None],
     report: Callable[[str, str], None],
     device: torch.device,
+    passes: Sequence[str] = PASSES,
 ) -> list[dict[str, Any]]:
     approx, native = paths
     # One untimed forward of each path: a sanity check that the approximate path really is
     # approximate (a nonzero error for a non-exact multiplier), recorded with the rows.
     rel = _rel_error(approx.forward(), native.forward())
     rows = []
-    for pass_name in PASSES:
+    for pass_name in passes:
         report(op, pass_name)
         macs = problem.macs * _MAC_FACTOR[pass_name]
         timings = {}
@@ -195,11 +233,11 @@ def _bench_form(
     return rows
 
 
-def _multiplier(multiplier: str | Multiplier) -> Multiplier:
-    """The multiplier a name or object stands for."""
+def _multiplier(multiplier: str | Multiplier | IntMultiplierLike) -> Any:
+    """The multiplier a name or object stands for (float, or integer as given)."""
     if isinstance(multiplier, str):
         return get_multiplier(multiplier)
-    if isinstance(multiplier, Multiplier):
+    if isinstance(multiplier, Multiplier) or is_int_multiplier(multiplier):
         return multiplier
     raise MultiplierError(
         f"multiplier must be an approxsim.Multiplier or a name, got {type(multiplier).__name__}"
@@ -218,7 +256,7 @@ def _check_counts(reps: int, warmup: int, threads: int | None) -> None:
 
 # ---------------------------------------------------------------------------- public API
 def bench_ops(
-    multiplier: str | Multiplier = "mitchell7",
+    multiplier: str | Multiplier | IntMultiplierLike = "mitchell7",
     problems: str | Sequence[str | Problem] | None = None,
     reps: int = 5,
     warmup: int = 2,
@@ -237,8 +275,12 @@ def bench_ops(
     ``approxsim.nn.ApproxConv2d`` against ``nn.Conv2d`` (bias-free, same weights) when
     ``approxsim.nn`` can be imported, and listed under ``"skipped"`` with the reason when not.
 
+    With an integer multiplier the approximate path is the integer GEMM on integer operand
+    values, forward only (see the module docstring); convolution forms are skipped.
+
     Args:
-        multiplier: A :class:`~approxsim.Multiplier` or a multiplier name.
+        multiplier: A :class:`~approxsim.Multiplier`, a multiplier name, or an
+            ``approxsim.IntMultiplier``.
         problems: Problem names (a list or a comma-separated string) or :class:`Problem`
             objects; default :data:`DEFAULT_PROBLEMS` (:data:`QUICK_PROBLEMS` with ``quick``).
         reps: Timed calls per measurement; the median is reported.
@@ -264,6 +306,8 @@ def bench_ops(
         MultiplierError: an unknown multiplier name.
     """
     mult = _multiplier(multiplier)
+    integer = is_int_multiplier(mult)
+    passes = ("forward",) if integer else PASSES
     _check_counts(reps, warmup, threads)
     probs = resolve_problems(problems, quick)
     dev = bench_device(device)
@@ -272,13 +316,17 @@ def bench_ops(
     say = progress if progress is not None else (lambda line: None)
     sync = synchronizer(dev)
     forms = [(p, op) for p in probs for op in (("gemm", "conv") if p.conv else ("gemm",))]
-    total = len(forms) * len(PASSES)
+    total = len(forms) * len(passes)
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     started = time.perf_counter()
     with run_settings(dev, tf32, threads):
         config = {
             "multiplier": mult.name,
+            "multiplier_kind": "int" if integer else "float",
+            # Names are reused for different circuits (EvoApproxLib releases): the table's
+            # fingerprint says which one was timed.
+            "multiplier_fingerprint": getattr(mult, "fingerprint", None) if integer else None,
             "problems": [p.name for p in probs],
             "reps": reps,
             "warmup": warmup,
@@ -301,14 +349,22 @@ def bench_ops(
                 )
 
             try:
-                build = _gemm_paths if op == "gemm" else _conv_paths
-                paths = build(problem, mult, dev, gen)
+                if integer and op == "conv":
+                    raise _Skip(
+                        "integer multipliers are timed as GEMMs; quantized layers are timed "
+                        "by scripts/bench_quant.py"
+                    )
+                if integer:
+                    paths = _int_gemm_paths(problem, mult, dev, gen)
+                else:
+                    build = _gemm_paths if op == "gemm" else _conv_paths
+                    paths = build(problem, mult, dev, gen)
             except _Skip as exc:
                 skipped.append({"problem": problem.name, "op": op, "reason": str(exc)})
-                done += len(PASSES)
+                done += len(passes)
                 say(f"skipping {problem.name} {op}: {exc}")
                 continue
-            rows.extend(_bench_form(problem, op, paths, reps, warmup, sync, report, dev))
+            rows.extend(_bench_form(problem, op, paths, reps, warmup, sync, report, dev, passes))
             del paths
     return {
         "schema": SCHEMA,
@@ -341,8 +397,11 @@ def format_table(result: dict[str, Any]) -> str:
     """
     cfg, mach = result["config"], result["machine"]
     where = mach["gpu"] if str(cfg["device"]).startswith("cuda") else mach["cpu"]
+    name = cfg["multiplier"]
+    if cfg.get("multiplier_kind") == "int":
+        name += f" (integer, table {str(cfg.get('multiplier_fingerprint'))[:12]})"
     title = (
-        f"approxsim bench ops: multiplier {cfg['multiplier']}, device {cfg['device']} ({where}), "
+        f"approxsim bench ops: multiplier {name}, device {cfg['device']} ({where}), "
         f"{cfg['threads']} threads, median of {cfg['reps']} after {cfg['warmup']} warm-up"
         + (", native TF32 on" if cfg.get("tf32") else "")
     )

@@ -29,6 +29,7 @@ from approxsim.bench import (
     save_results,
 )
 from approxsim.cli.common import int_at_least
+from approxsim.multipliers import MultiplierError
 
 __all__ = [
     "register",
@@ -85,8 +86,12 @@ def add_bench_parser(
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    ops.add_argument("--multiplier", metavar="NAME", help="multiplier (default: mitchell7)")
     ops.add_argument(
-        "--multiplier", default="mitchell7", metavar="NAME", help="multiplier (default: mitchell7)"
+        "--int-multiplier",
+        metavar="NAME",
+        help="time the integer GEMM of this integer multiplier (e.g. uint8, drum4_u8) instead, "
+        "forward only, on integer operand values",
     )
     ops.add_argument(
         "--problems",
@@ -226,14 +231,24 @@ def run_bench_cli(args: argparse.Namespace) -> int:
 
     Raises:
         BenchError: unknown problems, no CUDA, ``--tf32`` off CUDA.
-        MultiplierError: an unknown multiplier.
+        MultiplierError: an unknown multiplier, or both ``--multiplier`` and
+            ``--int-multiplier``.
         OutputExistsError: ``--json FILE`` exists (without ``--overwrite``), is a folder or
             an input.
         OSError: the ``--json`` folder cannot be created or written.
     """
     _prepare_json(args)
+    multiplier: Any = args.multiplier or "mitchell7"
+    if args.int_multiplier:
+        if args.multiplier:
+            raise MultiplierError(
+                "name one multiplier: --multiplier NAME (float) or --int-multiplier NAME"
+            )
+        from approxsim.multipliers.registry import get_int_multiplier
+
+        multiplier = get_int_multiplier(args.int_multiplier)
     result = bench_ops(
-        args.multiplier,
+        multiplier,
         args.problems,
         reps=args.reps,
         warmup=args.warmup,

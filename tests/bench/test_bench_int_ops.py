@@ -1,0 +1,39 @@
+"""``approxsim bench ops`` with an integer multiplier: integer GEMM rows, forward only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from approxsim.bench import bench_ops, format_table
+from approxsim.cli import main
+from approxsim.multipliers.integer import IntMultiplier
+
+
+def test_bench_ops_times_the_integer_gemm() -> None:
+    m = IntMultiplier.exact(8, True)
+    result = bench_ops(m, "tiny_gemm,tiny_conv", reps=1, warmup=0)
+    assert result["config"]["multiplier_kind"] == "int"
+    assert result["config"]["multiplier_fingerprint"] == m.fingerprint
+    assert [(r["problem"], r["op"], r["pass"]) for r in result["rows"]] == [
+        ("tiny_gemm", "gemm", "forward"),
+        ("tiny_conv", "gemm", "forward"),
+    ]
+    # The exact int8 multiplier on integer values: float32 of the same values agrees.
+    assert all(r["forward_rel_error"] < 1e-6 for r in result["rows"])
+    assert [s["op"] for s in result["skipped"]] == ["conv"]
+    assert f"table {m.fingerprint[:12]}" in format_table(result)
+
+
+def test_cli_int_multiplier(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "int.json"
+    argv = ["bench", "ops", "--int-multiplier", "uint8", "--problems", "tiny_gemm"]
+    assert main([*argv, "--reps", "1", "--warmup", "0", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["config"]["multiplier"] == "uint8"
+    assert data["rows"][0]["pass"] == "forward"
+    assert "uint8 (integer, table" in capsys.readouterr().out
+    assert main([*argv, "--multiplier", "mitchell7"]) == 2
+    assert "name one multiplier" in capsys.readouterr().err
