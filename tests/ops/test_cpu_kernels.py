@@ -8,6 +8,8 @@ M = 11, broadcast (stride-0) operands, and each way of splitting the work across
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from test_matmul import assert_sum_close, products
@@ -278,3 +280,17 @@ def test_k_chunks_keep_partial_outputs_bounded() -> None:
     assert len(chunks) == 25 and chunks[0] == (0, 4015)
     # A million rows of 64 columns in two chunks would need 512 MiB of partial outputs.
     assert _cpu_native._schedule(1, 1_000_000, 8192, 64, 7, 2, None, None, 0, 4096)[4] == ()
+
+
+def test_kernel_cache_key_covers_the_shared_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both compiled kernels include _simd.h: editing it must rebuild them, not reuse a stale .so.
+    from approxsim.ops import _cpu_native
+
+    header = tmp_path / "_simd.h"
+    header.write_text("// one\n")
+    monkeypatch.setattr(_cpu_native, "HEADERS", (header,))
+    before = _cpu_native.kernel_key(_cpu_native.SOURCE, "g++ 12")
+    header.write_text("// two\n")
+    assert _cpu_native.kernel_key(_cpu_native.SOURCE, "g++ 12") != before

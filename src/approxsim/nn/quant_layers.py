@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from approxsim.nn._base import check_float_module, share_parameters
+from approxsim.nn.conv import _conv_args
 from approxsim.nn.functional import _conv_padding, _tuple
 from approxsim.nn.quant import (
     QuantConfig,
@@ -424,20 +425,6 @@ class _QuantConvMixin(QuantModule):
         new = self._FLOAT_MODULE(**_conv_args(self), device="meta")
         share_parameters(new, self, ("weight", "bias"))  # type: ignore[arg-type]
         return new
-
-
-def _conv_args(m: Any) -> dict[str, Any]:
-    return {
-        "in_channels": m.in_channels,
-        "out_channels": m.out_channels,
-        "kernel_size": m.kernel_size,
-        "stride": m.stride,
-        "padding": m.padding,
-        "dilation": m.dilation,
-        "groups": m.groups,
-        "bias": m.bias is not None,
-        "padding_mode": m.padding_mode,
-    }
 
 
 _CONV_DOC_ARGS = """

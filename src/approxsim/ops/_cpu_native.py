@@ -40,9 +40,14 @@ __all__ = [
     "lut_bmm_native",
     "plan",
     "transposed_copy",
+    "compile_kernel",
+    "kernel_key",
+    "HEADERS",
 ]
 
 SOURCE = Path(__file__).with_name("_cpu_kernel.cc")
+#: Headers the compiled kernels include (their text is part of every kernel's cache key).
+HEADERS = (Path(__file__).with_name("_simd.h"),)
 FLAGS = ["-O3", "-march=native", "-std=gnu++17", "-fPIC", "-shared", "-fno-strict-aliasing"]
 CACHE_SECTION = "kernels"
 #: Column tile widths the kernel is compiled for.
@@ -79,10 +84,22 @@ def _cpu_signature() -> str:
     return "\n".join(sorted(set(keep)))
 
 
-def _build(exe: str, out_dir: Path) -> dict[str, Any]:
-    """Compile the kernel into ``out_dir/kernel.so`` (a cache entry without metadata)."""
+def compile_kernel(exe: str, source: Path, out_dir: Path) -> dict[str, Any]:
+    """Compile one kernel source into ``out_dir/kernel.so`` (a cache entry without metadata).
+
+    Args:
+        exe: The C++ compiler.
+        source: The kernel's ``.cc`` file (it may include :data:`HEADERS`).
+        out_dir: The cache entry's build folder.
+
+    Returns:
+        The entry's metadata (none).
+
+    Raises:
+        KernelBuildError: the compiler could not run or failed.
+    """
     so = out_dir / "kernel.so"
-    cmd = [exe, *FLAGS, "-o", str(so), str(SOURCE)]
+    cmd = [exe, *FLAGS, "-o", str(so), str(source)]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -92,10 +109,20 @@ def _build(exe: str, out_dir: Path) -> dict[str, Any]:
     return {}
 
 
-def _kernel_key(compiler: str) -> str:
-    """The cache key of the kernel built by ``compiler`` (its identity) on this CPU."""
-    key_src = "\n".join([SOURCE.read_text(), compiler, " ".join(FLAGS), _cpu_signature()])
+def kernel_key(source: Path, compiler: str) -> str:
+    """The cache key of ``source`` built by ``compiler`` (its identity) on this CPU: the
+    source and the headers it may include, the compiler, the flags and the CPU's features."""
+    texts = [source.read_text(), *(h.read_text() for h in HEADERS)]
+    key_src = "\n".join([*texts, compiler, " ".join(FLAGS), _cpu_signature()])
     return hashlib.sha256(key_src.encode()).hexdigest()
+
+
+def _build(exe: str, out_dir: Path) -> dict[str, Any]:
+    return compile_kernel(exe, SOURCE, out_dir)
+
+
+def _kernel_key(compiler: str) -> str:
+    return kernel_key(SOURCE, compiler)
 
 
 _ARGTYPES: list[Any] = [

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +26,11 @@ from torch import Tensor
 
 from approxsim.ops._cpu_native import (
     CACHE_SECTION,
-    FLAGS,
     KernelBuildError,
     KernelCacheError,
-    _cpu_signature,
+    compile_kernel,
     kernel_choice,
+    kernel_key,
 )
 from approxsim.ops._scratch import buffer
 from approxsim.ops._threads import run_jobs, split_range
@@ -69,19 +67,6 @@ _ARGTYPES: list[Any] = [
 ]  # fmt: skip
 
 
-def _build(exe: str, out_dir: Path) -> dict[str, Any]:
-    """Compile the kernel into ``out_dir/kernel.so`` (a cache entry without metadata)."""
-    so = out_dir / "kernel.so"
-    cmd = [exe, *FLAGS, "-o", str(so), str(SOURCE)]
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise KernelBuildError(f"cannot run {' '.join(cmd)}: {exc}") from None
-    if res.returncode != 0:
-        raise KernelBuildError(f"{' '.join(cmd)} failed:\n{res.stderr.strip()[-2000:]}")
-    return {}
-
-
 @functools.cache
 def _load_library() -> Any:
     from approxsim.multipliers import cache
@@ -91,12 +76,11 @@ def _load_library() -> Any:
         exe = find_compiler("c++")
     except CompilerNotFoundError as exc:
         raise KernelBuildError(str(exc)) from None
-    key_src = "\n".join(
-        [SOURCE.read_text(), compiler_identity(exe), " ".join(FLAGS), _cpu_signature()]
-    )
-    key = hashlib.sha256(key_src.encode()).hexdigest()
+    key = kernel_key(SOURCE, compiler_identity(exe))
     try:
-        entry = cache.get_or_build(CACHE_SECTION, key, lambda build_dir: _build(exe, build_dir))
+        entry = cache.get_or_build(
+            CACHE_SECTION, key, lambda build_dir: compile_kernel(exe, SOURCE, build_dir)
+        )
     except cache.CacheError as exc:
         raise KernelCacheError(str(exc)) from None
     try:
