@@ -14,10 +14,12 @@ import json
 from typing import Any
 
 from approxsim.cli.common import (
+    CLIError,
     add_multiplier_arguments,
+    any_multiplier_from_args,
     int_at_least,
-    multiplier_from_args,
     pass_multiplier,
+    wants_int_multiplier,
 )
 from approxsim.training.config import CLIOption, TrainConfig
 
@@ -38,7 +40,9 @@ _TRAIN_DESCRIPTION = (
     "multiplying through a simulated multiplier (forward and both backward GEMMs). "
     "Writes OUT/config.json, OUT/metrics.jsonl (one line per epoch) and "
     "OUT/checkpoint.pt (after every epoch; --resume continues a stopped run). "
-    "Progress goes to stderr. Under torchrun (torchrun --nproc-per-node N -m approxsim "
+    "Progress goes to stderr. With an integer multiplier (--int-multiplier, --evoapprox, "
+    "--c ... --bits) the layers are quantized (quantization-aware training; --init-from RUN "
+    "fine-tunes a float run). Under torchrun (torchrun --nproc-per-node N -m approxsim "
     "train ...) the processes train with DistributedDataParallel; --batch-size is then "
     "the global batch, split across them, and only rank 0 writes files and output."
 )
@@ -95,7 +99,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     groups: dict[str, Any] = {}
     for f, opt in _options():
         if opt.kind == "source":
-            add_multiplier_arguments(parser)
+            add_multiplier_arguments(parser, integer=True)
             continue
         target: Any = parser
         if opt.group is not None:
@@ -122,12 +126,17 @@ def training_config_from_args(args: argparse.Namespace, **overrides: Any) -> Tra
         MultiplierError: no or several multipliers named, or one that cannot be built.
         UnknownModelError, UnknownDatasetError: unknown names.
     """
+    if "multiplier" in overrides and wants_int_multiplier(args):
+        raise CLIError(
+            "this command takes no integer multiplier (--int-multiplier, --evoapprox, --bits, "
+            "--signed); quantization-aware training is approxsim train --int-multiplier ..."
+        )
     kw: dict[str, Any] = {}
     for f, opt in sorted(_options(), key=lambda pair: _field_index(pair[0].name)):
         if f.name in overrides:
             continue
         if opt.kind == "source":
-            kw[f.name] = multiplier_from_args(args)
+            kw[f.name] = any_multiplier_from_args(args)
             continue
         value = getattr(args, opt.attribute)
         if opt.kind == "multiplier":
@@ -169,10 +178,12 @@ def run_train_cli(args: argparse.Namespace) -> int:
     line on stderr, status 2 (nothing from the processes whose peer failed); Ctrl-C gives
     status 130 with the last complete epoch's checkpoint intact.
     """
+    from approxsim.multipliers.integer import IntMultiplier
     from approxsim.training import train
     from approxsim.training.loop import format_loss
 
-    result = train(training_config_from_args(args))
+    config = training_config_from_args(args)
+    result = train(config)
     if result["rank"] != 0:
         return 0  # rank 0 prints the summary
     final = result["final"]
@@ -180,10 +191,17 @@ def run_train_cli(args: argparse.Namespace) -> int:
     print(f"model        {result['model']} on {result['dataset']}")
     names = result["multipliers"]
     same = len(set(names.values())) == 1
-    print(
-        "multiplier   "
-        + (names["forward"] if same else ", ".join(f"{k}={v}" for k, v in names.items()))
-    )
+    if isinstance(config.multiplier, IntMultiplier):
+        mult = config.multiplier
+        print(
+            f"multiplier   {mult.name} (fingerprint {mult.fingerprint[:16]}), quantized, "
+            f"grad {names['grad_input']}"
+        )
+    else:
+        print(
+            "multiplier   "
+            + (names["forward"] if same else ", ".join(f"{k}={v}" for k, v in names.items()))
+        )
     if final is not None:
         print(
             f"final        test acc {100 * final['test_acc']:.2f}% (epoch {final['epoch']}), "
@@ -211,12 +229,16 @@ def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
         help="evaluate a trained checkpoint with a multiplier",
         description=(
             "Run a checkpoint written by `approxsim train` over a dataset split with the "
-            "given multiplier in every converted layer (approximate inference)."
+            "given multiplier in every converted layer (approximate inference). With an "
+            "integer multiplier (--int-multiplier, --evoapprox, --c ... --bits) the float "
+            "checkpoint is quantized after training: quantized layers calibrated on the "
+            "first --calibration-samples training samples, every product through the table."
         ),
     )
     p.set_defaults(action=None)
     p.add_argument("--checkpoint", required=True, metavar="FILE", help="checkpoint.pt or run dir")
-    add_multiplier_arguments(p)
+    add_multiplier_arguments(p, integer=True)
+    _add_quant_arguments(p)
     p.add_argument("--dataset", help="dataset (default: the training dataset)")
     p.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's files")
     p.add_argument("--split", choices=["test", "train"], default="test", help="split (test)")
@@ -230,17 +252,100 @@ def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
+_QUANT_OPTIONS = {
+    "quant_bits": "--quant-bits",
+    "weight_granularity": "--weight-granularity",
+    "calibration": "--calibration",
+    "percentile": "--percentile",
+    "mapping": "--mapping",
+    "calibration_samples": "--calibration-samples",
+}
+
+
+def _add_quant_arguments(parser: argparse.ArgumentParser) -> None:
+    # Defaults are None so that a float multiplier given any of them can be refused.
+    g = parser.add_argument_group(
+        "quantization (integer multipliers only; defaults: those of approxsim.QuantConfig)"
+    )
+    g.add_argument(
+        "--quant-bits",
+        type=int_at_least(2),
+        metavar="B",
+        help="code width, at most the multiplier's (default: the multiplier's)",
+    )
+    g.add_argument(
+        "--weight-granularity",
+        choices=["per-channel", "per-tensor"],
+        help="weight scales per output channel (default) or one per tensor",
+    )
+    g.add_argument(
+        "--calibration",
+        choices=["minmax", "percentile"],
+        help="activation ranges from min/max (default) or percentiles",
+    )
+    g.add_argument(
+        "--percentile",
+        type=float,
+        metavar="P",
+        help="upper percentile of --calibration percentile, in (50, 100] (default 99.99)",
+    )
+    g.add_argument(
+        "--mapping",
+        "--quant-mapping",
+        dest="mapping",
+        choices=["auto", "affine", "sign-magnitude", "symmetric"],
+        help="how signed values meet the table: affine or sign-magnitude for unsigned "
+        "multipliers, symmetric for signed ones (default auto: affine / symmetric)",
+    )
+    g.add_argument(
+        "--calibration-samples",
+        type=_positive_int,
+        metavar="N",
+        help="first N samples of the training split calibrate the activation ranges "
+        "(default: the ranges of a quantization-aware run, else 512)",
+    )
+
+
+def _quant_from_args(args: argparse.Namespace, integer: bool) -> Any:
+    """The :class:`~approxsim.QuantConfig` of the quantization options, ``None`` when the
+    multiplier is a float one (then no option may be given)."""
+    given = [flag for dest, flag in _QUANT_OPTIONS.items() if getattr(args, dest) is not None]
+    if not integer:
+        if given:
+            raise CLIError(
+                f"{', '.join(given)} set up quantized layers, which only an integer multiplier "
+                "has; name one with --int-multiplier NAME, --evoapprox FILE or --c FILE "
+                "--function F --bits B, or drop these options for a float multiplier"
+            )
+        return None
+    from approxsim.nn.quant import QuantConfig
+
+    kw = {
+        "bits": args.quant_bits,
+        "weight_granularity": args.weight_granularity,
+        "calibration": args.calibration,
+        "percentile": args.percentile,
+        "mapping": args.mapping,
+    }
+    return QuantConfig(**{k: v for k, v in kw.items() if v is not None})
+
+
 def run_eval_cli(args: argparse.Namespace) -> int:
     """Run ``approxsim eval`` from parsed arguments; prints the result and returns 0.
 
     Errors propagate to the command line's one handler (:func:`approxsim.cli.main`).
     """
+    from approxsim.multipliers.integer import IntMultiplier
     from approxsim.training import evaluate
     from approxsim.training.loop import format_loss
 
+    multiplier = any_multiplier_from_args(args)
+    integer = isinstance(multiplier, IntMultiplier)
     result = evaluate(
         args.checkpoint,
-        multiplier_from_args(args),
+        multiplier,
+        quant=_quant_from_args(args, integer),
+        calibration_samples=args.calibration_samples,
         dataset=args.dataset,
         data_dir=args.data_dir,
         split=args.split,
@@ -258,7 +363,21 @@ def run_eval_cli(args: argparse.Namespace) -> int:
     print(f"checkpoint   {result['checkpoint']} (epoch {result['epoch']})")
     print(f"model        {result['model']}, trained with {trained['forward']}")
     print(f"data         {result['dataset']} {result['split']}, {result['samples']} samples")
-    print(f"multiplier   {result['multiplier']['name']}")
+    mult = result["multiplier"]
+    if integer:
+        q, cal = result["quant"], result["calibration"]
+        print(f"multiplier   {mult['name']} (fingerprint {mult['fingerprint'][:16]})")
+        source = (
+            "the run's ranges"
+            if cal["from"] == "checkpoint"
+            else f"{q['calibration']} ranges from {cal['samples']} {cal['split']} samples"
+        )
+        print(
+            f"quantized    {q['scheme']} {q['bits']}-bit, weights {q['weight_granularity']}, "
+            + source
+        )
+    else:
+        print(f"multiplier   {mult['name']}")
     print(f"accuracy     {100 * result['accuracy']:.2f}%")
     print(f"loss         {format_loss(result['loss'])}")
     return 0

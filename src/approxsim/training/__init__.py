@@ -15,6 +15,8 @@ Modules, one concern each:
 * :mod:`~approxsim.training.processes` — the multi-process layer and batch sharding;
 * :mod:`~approxsim.training.build` — data, model and optimizer of a run;
 * :mod:`~approxsim.training.loop` — :func:`train` and :func:`evaluate`;
+* :mod:`~approxsim.training.quantized` — integer multipliers: post-training quantization of a
+  checkpoint for :func:`evaluate`, and the quantized model of a quantization-aware run;
 * :mod:`~approxsim.training.extension` — :class:`TrainExtension`, hooks for other methods;
 * :mod:`~approxsim.training.compare` — tables comparing run folders.
 

@@ -14,7 +14,18 @@ from approxsim.ops import PassMultipliers
 from approxsim.training.config import ResolvedTrainConfig
 from approxsim.training.errors import TrainError
 
-__all__ = ["load_data", "build_model", "make_optimizer", "make_scheduler", "describe_passes"]
+__all__ = [
+    "load_data",
+    "build_model",
+    "quantize_model",
+    "make_optimizer",
+    "make_scheduler",
+    "describe_passes",
+    "describe_multipliers",
+    "multiplier_fingerprints",
+]
+
+_ROLES = ("forward", "grad_input", "grad_weight")
 
 
 def load_data(name: str, data_dir: Any, split: str, max_samples: int | None) -> ImageDataset:
@@ -116,3 +127,83 @@ def describe_passes(passes: PassMultipliers) -> dict[str, dict[str, Any]]:
         "grad_input": passes.grad_input.describe(),
         "grad_weight": passes.grad_weight.describe(),
     }
+
+
+def describe_multipliers(cfg: ResolvedTrainConfig) -> dict[str, dict[str, Any]]:
+    """The ``multipliers`` record of a run: each pass's multiplier described. A quantized
+    run's forward is its integer multiplier; its backward passes are named ``"ste"`` or
+    ``"lut"`` (the gradient tables of that multiplier, with its fingerprint)."""
+    mult = cfg.int_multiplier
+    if mult is None:
+        return describe_passes(cfg.passes())
+    backward = multiplier_fingerprints(cfg)["grad_input"]
+    return {"forward": mult.describe(), "grad_input": backward, "grad_weight": dict(backward)}
+
+
+def multiplier_fingerprints(cfg: ResolvedTrainConfig) -> dict[str, dict[str, str]]:
+    """Name and fingerprint of each pass's multiplier (what a resumed run must match)."""
+    mult = cfg.int_multiplier
+    if mult is None:
+        passes = cfg.passes()
+        return {
+            role: {
+                "name": getattr(passes, role).name,
+                "fingerprint": getattr(passes, role).fingerprint,
+            }
+            for role in _ROLES
+        }
+    # The ste backward is exact float arithmetic: nothing of the table's reaches it.
+    grad = cfg.grad or "ste"
+    backward = {"name": grad, "fingerprint": mult.fingerprint if grad == "lut" else grad}
+    return {
+        "forward": {"name": mult.name, "fingerprint": mult.fingerprint},
+        "grad_input": dict(backward),
+        "grad_weight": dict(backward),
+    }
+
+
+def quantize_model(
+    model: nn.Module, cfg: ResolvedTrainConfig, name: str
+) -> tuple[nn.Module, list[dict[str, str]]]:
+    """Convert a plain model to quantized layers with the run's integer multiplier.
+
+    Args:
+        model: The plain (unconverted) model.
+        cfg: The run's settings (``cfg.int_multiplier`` set).
+        name: The model's registered name, for messages.
+
+    Returns:
+        ``(model, converted)`` as :func:`build_model`.
+
+    Raises:
+        QuantError: the quantization settings do not fit the multiplier.
+        TrainError: the patterns select no layer.
+    """
+    from approxsim.convert import convert_model
+    from approxsim.nn.quant_layers import QuantModule
+
+    mult = cfg.int_multiplier
+    if mult is None:
+        raise TrainError("quantize_model needs a run with an integer multiplier")
+    quant = cfg.quant()
+    scheme = quant.resolve(mult)
+    model = convert_model(
+        model,
+        mult,
+        quant=quant,
+        include=cfg.include,
+        exclude=cfg.exclude,
+        inplace=True,
+    )
+    converted = [
+        {"name": n, "type": type(m).__name__, "multiplier": scheme.describe()}
+        for n, m in model.named_modules()
+        if isinstance(m, QuantModule)
+    ]
+    if not converted:
+        raise TrainError(
+            f"include={list(cfg.include or [])} / exclude={list(cfg.exclude or [])} select no "
+            f"layer of {name!r}, so nothing would be quantized; layer names: "
+            + ", ".join(n for n, _ in model.named_modules() if n)
+        )
+    return model, converted

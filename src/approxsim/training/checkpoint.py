@@ -26,7 +26,7 @@ from approxsim._runtime import resolve_device, rng_state, set_rng_state
 from approxsim.data import ImageDataset
 from approxsim.multipliers import Multiplier
 from approxsim.ops import PassMultipliers
-from approxsim.training.build import build_model, load_data
+from approxsim.training.build import build_model, load_data, multiplier_fingerprints
 from approxsim.training.config import ResolvedTrainConfig, patterns
 from approxsim.training.errors import CheckpointError, TrainError
 from approxsim.training.rundir import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE
@@ -205,13 +205,6 @@ def _multiplier_problems(multipliers: Any) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- training state
-def _fingerprints(passes: PassMultipliers) -> dict[str, dict[str, str]]:
-    return {
-        role: {"name": getattr(passes, role).name, "fingerprint": getattr(passes, role).fingerprint}
-        for role in _ROLES
-    }
-
-
 def checkpoint_state(
     cfg: ResolvedTrainConfig,
     epoch: int,
@@ -241,7 +234,7 @@ def checkpoint_state(
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": rng_state(),
         "config": cfg.to_dict(),
-        "multipliers": _fingerprints(cfg.passes()),
+        "multipliers": multiplier_fingerprints(cfg),
         "history": history,
     }
 
@@ -261,6 +254,10 @@ _RESUME_KEYS = (
     "max_test_samples",
     "include",
     "exclude",
+    "quant_bits",
+    "weight_granularity",
+    "calibration",
+    "quant_mapping",
 )
 
 
@@ -273,7 +270,7 @@ def _differences(
     diffs = [
         f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in _RESUME_KEYS if saved.get(k) != now[k]
     ]
-    for role, current in _fingerprints(cfg.passes()).items():
+    for role, current in multiplier_fingerprints(cfg).items():
         old = multipliers[role]
         if old["fingerprint"] != current["fingerprint"]:
             same = " (same name, different LUT)" if current["name"] == old["name"] else ""
@@ -518,8 +515,12 @@ def load_trained(
     dev = resolve_device(device, error=TrainError)
     test = load_data(ds_name, data_dir, "test", None)
     model, _ = build_model(saved["model"], test.num_classes, test.sample_shape, passes, inc, exc)
+    weights = state["model"]
+    if not any("_observer." in k for k in model.state_dict()):
+        # A quantization-aware run's activation ranges have no place in a float model.
+        weights = {k: v for k, v in weights.items() if "_observer." not in k}
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(weights)
     except RuntimeError as err:
         raise CheckpointError(
             f"{checkpoint}: its weights do not fit model {saved['model']!r} with "

@@ -49,7 +49,8 @@ class Run:
         multipliers: Multiplier names per pass (``forward``, ``grad_input``, ``grad_weight``).
         history: The per-epoch records of ``metrics.jsonl``, in epoch order.
         label: Short name for tables and legends (the multiplier, plus the backward
-            multipliers when they differ).
+            multipliers when they differ; an integer multiplier with its fingerprint's first
+            12 hex digits and the quantized backward).
     """
 
     path: Path
@@ -92,7 +93,14 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
     except RunFolderError as exc:
         raise CompareError(str(exc)) from None
     multipliers = files.multipliers
-    return Run(files.path, files.config, multipliers, files.history, _label(multipliers))
+    forward = files.meta["multipliers"]["forward"]
+    label = _label(multipliers)
+    if isinstance(forward, dict) and forward.get("kind") == "integer":
+        # Integer designs reuse names across libraries and releases: the table's fingerprint
+        # tells them apart.
+        fingerprint = str(forward.get("fingerprint", ""))[:12]
+        label = f"{forward['name']}@{fingerprint} (quantized, grad={multipliers['grad_input']})"
+    return Run(files.path, files.config, multipliers, files.history, label)
 
 
 def number_or_none(x: Any) -> float | None:

@@ -16,13 +16,19 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from approxsim.data import dataset_info, list_datasets
 from approxsim.models import list_models, model_info, train_defaults
-from approxsim.multipliers import Multiplier, MultiplierLike, get_multiplier
+from approxsim.multipliers import (
+    Multiplier,
+    MultiplierLike,
+    UnknownMultiplierError,
+    get_multiplier,
+)
+from approxsim.multipliers.integer import IntMultiplier
 from approxsim.ops import PassMultipliers
 from approxsim.training.errors import TrainError
 
@@ -34,7 +40,9 @@ __all__ = [
     "ResolvedTrainConfig",
     "check_int",
     "check_multiplier",
+    "int_multiplier_of",
     "patterns",
+    "QUANT_FIELDS",
 ]
 
 #: A multiplier as a setting: the object, or a registered name.
@@ -87,6 +95,7 @@ class CLIOption:
 
 
 _BACKWARD = "backward passes"
+_QUANT = "quantized layers (integer multipliers only; defaults: those of approxsim.QuantConfig)"
 _OPTIMIZATION = "optimization (defaults: the model's)"
 _RUN = "data and run"
 
@@ -126,12 +135,16 @@ class TrainConfig:
     )
     """Registered dataset name (``approxsim.data.list_datasets()``)."""
 
-    multiplier: MultiplierLike = field(
+    multiplier: MultiplierLike | IntMultiplier = field(
         default="fp32", metadata=_cli("--multiplier", "", 4, kind="source")
     )
     """Forward multiplier: a :class:`~approxsim.Multiplier` or a name (``"mitchell7"``;
-    ``"fp32"`` trains with exact float32 and converts no layer). On the command line it is
-    named by the options of ``approxsim.cli.common.add_multiplier_arguments``."""
+    ``"fp32"`` trains with exact float32 and converts no layer), or an
+    :class:`~approxsim.IntMultiplier` (or an integer built-in's name, ``"drum4_u8"``):
+    quantization-aware training, the layers quantized (:func:`approxsim.convert_model` with
+    ``quant=``, see the quantization fields) and calibrated on the first training samples
+    before the first epoch. On the command line it is named by the options of
+    ``approxsim.cli.common.add_multiplier_arguments`` (with the integer ones)."""
 
     grad_input: MultiplierLike | None = field(
         default=None,
@@ -158,6 +171,85 @@ class TrainConfig:
         ),
     )
     """Multiplier of the weight-gradient GEMMs; ``None``: same as ``multiplier``."""
+
+    grad: str | None = field(
+        default=None,
+        metadata=_cli(
+            "--grad",
+            "backward of quantized layers: ste (default) or lut",
+            12,
+            group=_QUANT,
+            choices=("ste", "lut"),
+        ),
+    )
+    """Backward of the quantized layers (integer multipliers only): ``"ste"`` (exact float
+    GEMMs of the dequantized operands) or ``"lut"`` (difference tables of the approximate
+    product); ``None``: ``"ste"``."""
+
+    quant_bits: int | None = field(
+        default=None,
+        metadata=_cli(
+            "--quant-bits",
+            "code width, at most the multiplier's (default: the multiplier's)",
+            13,
+            group=_QUANT,
+            kind="count",
+            metavar="B",
+        ),
+    )
+    """Code width of the quantized layers (``QuantConfig.bits``); ``None``: the integer
+    multiplier's operand width."""
+
+    weight_granularity: str | None = field(
+        default=None,
+        metadata=_cli(
+            "--weight-granularity",
+            "weight scales per-channel (default) or per-tensor",
+            14,
+            group=_QUANT,
+            choices=("per-channel", "per-tensor"),
+        ),
+    )
+    """``QuantConfig.weight_granularity``; ``None``: per-channel."""
+
+    calibration: str | None = field(
+        default=None,
+        metadata=_cli(
+            "--calibration",
+            "activation ranges from minmax (default) or percentile",
+            15,
+            group=_QUANT,
+            choices=("minmax", "percentile"),
+        ),
+    )
+    """``QuantConfig.calibration``; ``None``: minmax."""
+
+    quant_mapping: str | None = field(
+        default=None,
+        metadata=_cli(
+            "--quant-mapping",
+            "affine or sign-magnitude (unsigned tables), symmetric (signed); default: auto",
+            16,
+            group=_QUANT,
+            choices=("auto", "affine", "sign-magnitude", "symmetric"),
+        ),
+    )
+    """``QuantConfig.mapping``; ``None``: auto (affine for unsigned multipliers, symmetric
+    for signed ones)."""
+
+    init_from: str | os.PathLike[str] | None = field(
+        default=None,
+        metadata=_cli(
+            "--init-from",
+            "start from the weights of this run (a float one: fine-tuning)",
+            17,
+            group=_QUANT,
+            metavar="RUN",
+        ),
+    )
+    """A ``checkpoint.pt`` or run folder whose weights start a fresh run (the model must be
+    the same; optimizer state and history are not taken). Typically a float run, fine-tuned
+    here with an integer multiplier. Integer multipliers only."""
 
     epochs: int = field(
         default=5, metadata=_cli("--epochs", "epochs (default: 5)", 2, kind="count")
@@ -364,9 +456,10 @@ class TrainConfig:
         object.__setattr__(self, "out_dir", Path(self.out_dir))
         model_info(self.model)  # raises UnknownModelError listing the valid names
         dataset_info(self.dataset)  # raises UnknownDatasetError listing the valid names
-        check_multiplier("multiplier", self.multiplier, optional=False)
+        check_multiplier("multiplier", self.multiplier, optional=False, integer=True)
         check_multiplier("grad_input", self.grad_input, optional=True)
         check_multiplier("grad_weight", self.grad_weight, optional=True)
+        _check_quant_fields(self)
         check_int("epochs", self.epochs, 1)
         check_int("batch_size", self.batch_size, 1, optional=True)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -413,9 +506,14 @@ class TrainConfig:
         if momentum is None:
             momentum = d.momentum if optimizer == "sgd" else 0.0
         given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        integer = int_multiplier_of(self.multiplier)
+        if integer is not None:
+            given["multiplier"] = integer
+        backward = "fp32" if integer is not None else self.multiplier
         given.update(
-            grad_input=self.multiplier if self.grad_input is None else self.grad_input,
-            grad_weight=self.multiplier if self.grad_weight is None else self.grad_weight,
+            grad_input=backward if self.grad_input is None else self.grad_input,
+            grad_weight=backward if self.grad_weight is None else self.grad_weight,
+            grad=(self.grad or "ste") if integer is not None else None,
             batch_size=self.batch_size or d.batch_size,
             optimizer=optimizer,
             lr=float(lr),
@@ -426,8 +524,9 @@ class TrainConfig:
         return ResolvedTrainConfig(**given)
 
     def passes(self) -> PassMultipliers:
-        """The multipliers of the forward, input-gradient and weight-gradient passes."""
-        return PassMultipliers(self.multiplier, self.grad_input, self.grad_weight)
+        """The float multipliers of the forward, input-gradient and weight-gradient passes
+        (exact float32 for an integer multiplier, whose layers are quantized instead)."""
+        return _passes(self)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serializable settings (multipliers by name, paths as strings)."""
@@ -450,12 +549,24 @@ class ResolvedTrainConfig:
     """Registered model name."""
     dataset: str
     """Registered dataset name."""
-    multiplier: MultiplierLike
-    """Forward multiplier."""
+    multiplier: MultiplierLike | IntMultiplier
+    """Forward multiplier (an :class:`~approxsim.IntMultiplier` object for a quantized run)."""
     grad_input: MultiplierLike
-    """Input-gradient multiplier."""
+    """Input-gradient multiplier (``"fp32"`` with an integer multiplier)."""
     grad_weight: MultiplierLike
-    """Weight-gradient multiplier."""
+    """Weight-gradient multiplier (``"fp32"`` with an integer multiplier)."""
+    grad: str | None
+    """Backward of the quantized layers (``"ste"`` / ``"lut"``); ``None``: a float run."""
+    quant_bits: int | None
+    """Code width; ``None``: the integer multiplier's (or a float run)."""
+    weight_granularity: str | None
+    """``QuantConfig.weight_granularity``; ``None``: its default (or a float run)."""
+    calibration: str | None
+    """``QuantConfig.calibration``; ``None``: its default (or a float run)."""
+    quant_mapping: str | None
+    """``QuantConfig.mapping``; ``None``: its default (or a float run)."""
+    init_from: str | os.PathLike[str] | None
+    """Run whose weights start a fresh run; ``None``: the seeded initialization."""
     epochs: int
     """Number of epochs."""
     batch_size: int
@@ -496,8 +607,24 @@ class ResolvedTrainConfig:
     """Train on when the training loss becomes NaN or infinite."""
 
     def passes(self) -> PassMultipliers:
-        """The multipliers of the forward, input-gradient and weight-gradient passes."""
-        return PassMultipliers(self.multiplier, self.grad_input, self.grad_weight)
+        """The float multipliers of the forward, input-gradient and weight-gradient passes
+        (exact float32 for an integer multiplier, whose layers are quantized instead)."""
+        return _passes(self)
+
+    @property
+    def int_multiplier(self) -> IntMultiplier | None:
+        """The integer multiplier of a quantized run; ``None``: a float run."""
+        return self.multiplier if isinstance(self.multiplier, IntMultiplier) else None
+
+    def quant(self) -> Any:
+        """The run's :class:`~approxsim.QuantConfig`; ``None`` for a float run."""
+        if self.int_multiplier is None:
+            return None
+        from approxsim.nn.quant import QuantConfig
+
+        kw: dict[str, Any] = {"grad": self.grad}
+        kw.update({k: getattr(self, f) for f, k in QUANT_FIELDS.items() if k != "grad"})
+        return QuantConfig(**{k: v for k, v in kw.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serializable settings (multipliers by name, paths as strings): the ``config``
@@ -505,11 +632,77 @@ class ResolvedTrainConfig:
         return _settings_dict(self)
 
 
+#: The quantization fields of :class:`TrainConfig` and the :class:`~approxsim.QuantConfig`
+#: fields they set (``init_from`` is only checked with them).
+QUANT_FIELDS = {
+    "grad": "grad",
+    "quant_bits": "bits",
+    "weight_granularity": "weight_granularity",
+    "calibration": "calibration",
+    "quant_mapping": "mapping",
+}
+
+
+def _passes(cfg: TrainConfig | ResolvedTrainConfig) -> PassMultipliers:
+    if int_multiplier_of(cfg.multiplier) is not None:
+        return PassMultipliers("fp32")
+    return PassMultipliers(cast(MultiplierLike, cfg.multiplier), cfg.grad_input, cfg.grad_weight)
+
+
+def int_multiplier_of(value: Any) -> IntMultiplier | None:
+    """The integer multiplier that a ``multiplier`` setting is or names, else ``None``.
+
+    A name is a float multiplier's first; only a name no float multiplier has is looked up
+    among the integer ones (``"drum4_u8"``).
+    """
+    if isinstance(value, IntMultiplier):
+        return value
+    if not isinstance(value, str):
+        return None
+    try:
+        get_multiplier(value)
+        return None
+    except UnknownMultiplierError:
+        pass
+    from approxsim.multipliers.registry import get_int_multiplier
+
+    try:
+        return get_int_multiplier(value)
+    except UnknownMultiplierError:
+        return None
+
+
+def _check_quant_fields(cfg: TrainConfig) -> None:
+    given = [f for f in (*QUANT_FIELDS, "init_from") if getattr(cfg, f) is not None]
+    if int_multiplier_of(cfg.multiplier) is None:
+        if given:
+            raise TrainError(
+                f"{', '.join(given)} set up quantization-aware training, which needs an integer "
+                "multiplier (an IntMultiplier; approxsim train: --int-multiplier NAME, "
+                "--evoapprox FILE or --c FILE --function F --bits B); drop them for a float one"
+            )
+        return
+    if cfg.grad_input is not None or cfg.grad_weight is not None:
+        raise TrainError(
+            "grad_input / grad_weight name float multipliers of float layers; the backward of "
+            "quantized layers is grad='ste' or grad='lut' (--grad)"
+        )
+    _check_choice("grad", cfg.grad, ("ste", "lut"))
+    check_int("quant_bits", cfg.quant_bits, 2, optional=True)
+    _check_choice("weight_granularity", cfg.weight_granularity, ("per-channel", "per-tensor"))
+    _check_choice("calibration", cfg.calibration, ("minmax", "percentile"))
+    _check_choice(
+        "quant_mapping", cfg.quant_mapping, ("auto", "affine", "sign-magnitude", "symmetric")
+    )
+    if cfg.init_from is not None and not isinstance(cfg.init_from, (str, os.PathLike)):
+        raise TrainError(f"init_from must be a checkpoint or run folder, got {cfg.init_from!r}")
+
+
 def _settings_dict(cfg: TrainConfig | ResolvedTrainConfig) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
-        if isinstance(v, Multiplier):
+        if isinstance(v, (Multiplier, IntMultiplier)):
             v = v.name
         elif isinstance(v, os.PathLike):
             v = str(v)
@@ -550,8 +743,15 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise TrainError(f"{name} must be one of {choices}, got {value!r}")
 
 
-def check_multiplier(name: str, value: Any, *, optional: bool) -> None:
+def check_multiplier(name: str, value: Any, *, optional: bool, integer: bool = False) -> None:
     """Check that ``value`` names a multiplier (or is ``None`` when ``optional``).
+
+    Args:
+        name: The setting, for messages.
+        value: Its value.
+        optional: ``None`` is allowed.
+        integer: An :class:`~approxsim.IntMultiplier` (or an integer built-in's name) is
+            allowed too.
 
     Raises:
         TrainError: neither a :class:`~approxsim.Multiplier` nor a string.
@@ -561,9 +761,16 @@ def check_multiplier(name: str, value: Any, *, optional: bool) -> None:
         return
     if isinstance(value, Multiplier):
         return
+    if integer and int_multiplier_of(value) is not None:
+        return
     if isinstance(value, str):
         get_multiplier(value)  # raises UnknownMultiplierError listing the names
         return
+    if isinstance(value, IntMultiplier):
+        raise TrainError(
+            f"{name} takes float multipliers here; integer multipliers go to the forward "
+            "multiplier of approxsim train (quantized layers)"
+        )
     raise TrainError(
         f"{name} must be an approxsim.Multiplier or a multiplier name, got {type(value).__name__}"
     )

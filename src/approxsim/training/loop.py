@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -36,14 +36,17 @@ from approxsim._runtime import (
 from approxsim.data import ImageDataset
 from approxsim.models import model_info
 from approxsim.multipliers import MultiplierLike
+from approxsim.multipliers.integer import IntMultiplier
+from approxsim.nn.quant import QuantConfig
 from approxsim.ops import PassMultipliers
 from approxsim.training import rundir
 from approxsim.training.build import (
     build_model,
-    describe_passes,
+    describe_multipliers,
     load_data,
     make_optimizer,
     make_scheduler,
+    multiplier_fingerprints,
 )
 from approxsim.training.checkpoint import (
     check_restartable,
@@ -63,6 +66,11 @@ from approxsim.training.config import (
 from approxsim.training.errors import DivergedError, PeerError, TrainError
 from approxsim.training.extension import TrainExtension
 from approxsim.training.processes import World, setup_world, shard_batches, shard_span
+from approxsim.training.quantized import (
+    prepare_quantized_run,
+    quantize_trained,
+    resolve_quantized,
+)
 
 __all__ = ["train", "evaluate", "EVAL_SCHEMA", "epoch_line", "format_loss"]
 
@@ -126,7 +134,7 @@ def train(config: TrainConfig, extension: TrainExtension | None = None) -> dict[
         state = _open_run(cfg, world, extension)
         with thread_settings(cfg.threads):
             with world.shared_errors():
-                run = _build_run(cfg, world, device, extension)
+                run = _build_run(cfg, world, device, extension, fresh=state is None)
                 start_epoch = _start_run(run, state)
             _train_epochs(run, start_epoch)
         return _summary(run, state, start_epoch, start_time)
@@ -203,16 +211,28 @@ def _open_run(
 
 
 def _build_run(
-    cfg: ResolvedTrainConfig, world: World, device: torch.device, ext: TrainExtension | None
+    cfg: ResolvedTrainConfig,
+    world: World,
+    device: torch.device,
+    ext: TrainExtension | None,
+    *,
+    fresh: bool,
 ) -> _Run:
     """Load the data, seed every RNG, build and convert the model, make the optimizer."""
     passes = cfg.passes()
+    if ext is not None and cfg.int_multiplier is not None:
+        raise TrainError(
+            f"{ext.label} training takes float multipliers only; quantization-aware training "
+            "with an integer multiplier is approxsim train --int-multiplier ..."
+        )
     train_set = load_data(cfg.dataset, cfg.data_dir, "train", cfg.max_train_samples)
     test_set = load_data(cfg.dataset, cfg.data_dir, "test", cfg.max_test_samples)
     seed_everything(cfg.seed)
     model, converted = build_model(
         cfg.model, train_set.num_classes, train_set.sample_shape, passes, cfg.include, cfg.exclude
     )
+    if cfg.int_multiplier is not None:
+        model, converted = prepare_quantized_run(model, cfg, train_set, device, fresh=fresh)
     model.to(device)
     ext_meta = ext.attach(model) if ext is not None else {}
     optimizer = make_optimizer(cfg, model)
@@ -240,7 +260,7 @@ def _metadata(run: _Run) -> dict[str, Any]:
         "schema": rundir.CONFIG_SCHEMA,
         "created": utc_now(),
         "config": cfg.to_dict(),
-        "multipliers": describe_passes(run.passes),
+        "multipliers": describe_multipliers(cfg),
         "model": {
             **model_info(cfg.model),
             "parameters": sum(p.numel() for p in run.model.parameters()),
@@ -309,6 +329,8 @@ def _start_line(run: _Run) -> str:
         f"training {cfg.model} on {cfg.dataset} ({len(run.train_set)} train / "
         f"{len(run.test_set)} test samples) with multiplier {run.passes!r}"
     )
+    if cfg.int_multiplier is not None:
+        line = line.replace(repr(run.passes), run.converted[0]["multiplier"])
     line += f", {len(run.converted)} layers converted" if run.converted else " (exact float32)"
     if world.enabled:
         per_process = world.describe(cfg.batch_size)["batch_size_per_process"]
@@ -458,7 +480,7 @@ def _summary(
         "out_dir": str(run.out),
         "model": run.cfg.model,
         "dataset": run.cfg.dataset,
-        "multipliers": run.passes.names(),
+        "multipliers": {role: m["name"] for role, m in multiplier_fingerprints(run.cfg).items()},
         "epochs": run.cfg.epochs,
         "epochs_completed": len(history),
         "resumed_from": start_epoch if state is not None else None,
@@ -607,7 +629,7 @@ def _evaluate_sums(
 # ---------------------------------------------------------------------------- evaluate
 def evaluate(
     checkpoint: str | os.PathLike[str],
-    multiplier: MultiplierLike,
+    multiplier: MultiplierLike | IntMultiplier,
     *,
     dataset: str | None = None,
     data_dir: str | os.PathLike[str] | None = None,
@@ -618,14 +640,22 @@ def evaluate(
     exclude: str | Sequence[str] | None = None,
     device: str = "cpu",
     threads: int | None = None,
+    quant: QuantConfig | None = None,
+    calibration_samples: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate a trained checkpoint with ``multiplier`` in every converted layer.
 
-    The model is loaded by :func:`~approxsim.training.load_trained`.
+    The model is loaded by :func:`~approxsim.training.load_trained`. With an integer
+    multiplier (an :class:`~approxsim.IntMultiplier`, or any multiplier with ``quant``) the
+    float checkpoint is quantized after training: its layers become quantized approximate
+    layers (:func:`approxsim.convert_model` with ``quant``), calibrated on the first
+    ``calibration_samples`` samples of the training split, and every product goes through
+    the integer table.
 
     Args:
         checkpoint: A ``checkpoint.pt`` written by :func:`train`, or its run folder.
-        multiplier: Multiplier of the inference products (``"fp32"``: exact).
+        multiplier: Multiplier of the inference products (``"fp32"``: exact), or an
+            integer multiplier (with ``quant``, also the name of one, ``"drum4_u8"``).
         dataset: Dataset name; default: the one the checkpoint was trained on.
         data_dir: Dataset folder; default: the one used in training, else the defaults.
         split: ``"test"`` or ``"train"``.
@@ -635,36 +665,64 @@ def evaluate(
         exclude: Layers to keep exact; default: as in training.
         device: ``"cpu"`` or ``"cuda[:N]"``.
         threads: CPU threads for the run; ``None``: unchanged.
+        quant: How a quantized evaluation maps operands to codes; ``None`` with an integer
+            multiplier: ``QuantConfig()``. Refused with a float multiplier.
+        calibration_samples: Training samples that calibrate the activation ranges of a
+            quantized evaluation (all if the split is smaller). ``None``: the ranges a
+            quantization-aware run saved, else 512. Refused with a float multiplier.
 
     Returns:
         A JSON-serializable dict: ``schema``, ``checkpoint``, ``epoch``, ``model``,
         ``dataset``, ``split``, ``samples``, ``multiplier`` (name, fingerprint, provenance,
         error statistics), ``trained_with`` (names per pass), ``loss``, ``accuracy``,
-        ``seconds``.
+        ``seconds``; a quantized evaluation adds ``quant`` (the settings and the resolved
+        scheme), ``calibration`` (``from`` ``"calibration"`` with split, samples, batches,
+        or ``"checkpoint"``) and ``converted`` (layer names).
 
     Raises:
         CheckpointError: a missing or damaged checkpoint.
         TrainError: invalid arguments.
-        DatasetError, MultiplierError: data or multiplier problems.
+        QuantError: ``quant`` with a float multiplier, or one that does not fit the integer
+            multiplier (e.g. more bits).
+        DatasetError, MultiplierError: data or multiplier problems (a quantized evaluation
+            also needs the training split, for calibration).
     """
     t0 = time.perf_counter()
     check_int("batch_size", batch_size, 1)
     check_int("max_samples", max_samples, 1, optional=True)
     check_int("threads", threads, 1, optional=True)
-    check_multiplier("multiplier", multiplier, optional=False)
+    quantized = resolve_quantized(multiplier, quant, calibration_samples)
+    if quantized is None:
+        check_multiplier("multiplier", multiplier, optional=False)
+    extra: dict[str, Any] = {}
     with thread_settings(threads):
         trained = load_trained(
             checkpoint,
-            PassMultipliers(multiplier),
+            None if quantized else PassMultipliers(cast(MultiplierLike, multiplier)),
             dataset=dataset,
             data_dir=data_dir,
             include=include,
             exclude=exclude,
             device=device,
         )
+        model = trained.model
+        described = trained.passes.forward.describe()
+        if quantized is not None:
+            int_mult, qconfig, n_calibration = quantized
+            model, extra = quantize_trained(
+                trained,
+                int_mult,
+                qconfig,
+                calibration_samples=n_calibration,
+                batch_size=batch_size,
+                include=include,
+                exclude=exclude,
+                device=device,
+            )
+            described = int_mult.describe()
         data = trained.split(split).subset(max_samples)
         dev = resolve_device(device, error=TrainError)
-        total, correct, n = _evaluate_sums(trained.model, data, batch_size=batch_size, device=dev)
+        total, correct, n = _evaluate_sums(model, data, batch_size=batch_size, device=dev)
     n = max(n, 1)
     return {
         "schema": EVAL_SCHEMA,
@@ -674,8 +732,9 @@ def evaluate(
         "dataset": trained.dataset,
         "split": split,
         "samples": len(data),
-        "multiplier": trained.passes.forward.describe(),
+        "multiplier": described,
         "trained_with": {role: m["name"] for role, m in trained.state["multipliers"].items()},
+        **extra,
         "loss": _finite(total / n),
         "accuracy": correct / n,
         "seconds": round(time.perf_counter() - t0, 3),
