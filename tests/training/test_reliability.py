@@ -280,3 +280,23 @@ def test_zero_samples_are_refused(tmp_path: Path, data_dir: Path) -> None:
         _fp32(tmp_path, data_dir, max_train_samples=0)
     with pytest.raises(TrainError, match="max_samples must be an integer >= 1"):
         evaluate(tmp_path, "fp32", max_samples=0)
+
+
+def test_checkpoint_of_an_earlier_version_still_loads(
+    one_epoch: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    # A run made before the quantization and --allow-nonfinite settings existed has none of
+    # them in its config: it is an older checkpoint, not a damaged one, and must still evaluate,
+    # resume and serve as --init-from.
+    later = ("allow_nonfinite", "grad", "quant_bits", "weight_granularity", "calibration")
+    later += ("quant_mapping", "init_from")
+    for name in ("config.json", "metrics.jsonl"):
+        (tmp_path / name).write_bytes((one_epoch / name).read_bytes())
+    state = load_checkpoint(one_epoch)
+    state["config"] = {k: v for k, v in state["config"].items() if k not in later}
+    save_checkpoint(tmp_path / "checkpoint.pt", state)
+    loaded = load_checkpoint(tmp_path)
+    assert loaded["config"]["quant_bits"] is None and loaded["config"]["allow_nonfinite"] is False
+    assert evaluate(tmp_path, "fp32")["epoch"] == 1
+    train(_fp32(tmp_path, data_dir, epochs=2, resume=True))
+    assert len(metrics(tmp_path)) == 2

@@ -108,6 +108,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{p} could not be read as a checkpoint: {exc}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{p} is not an approxsim training checkpoint")
+    _upgrade(state)
     problems = _content_problems(state)
     if problems:
         # A valid checksum only says the file is as written; what was written may still be
@@ -168,6 +169,28 @@ def _content_problems(state: dict[str, Any]) -> list[str]:
     elif _is_int(epoch) and [r.get("epoch") for r in history] != list(range(1, epoch + 1)):
         problems.append(f"history does not hold the records of epochs 1 to {epoch}")
     return problems
+
+
+#: Settings added to the config after the checkpoint format was first released, with the value
+#: a run made before them had. A checkpoint without them is from an earlier approxsim, not a
+#: damaged one: it is read as such, so old runs can still be evaluated, resumed and fine-tuned.
+_LATER_SETTINGS: dict[str, Any] = {
+    "allow_nonfinite": False,
+    "grad": None,
+    "quant_bits": None,
+    "weight_granularity": None,
+    "calibration": None,
+    "quant_mapping": None,
+    "init_from": None,
+}
+
+
+def _upgrade(state: dict[str, Any]) -> None:
+    """Fill the settings an older checkpoint predates with the values they stood for."""
+    config = state.get("config")
+    if isinstance(config, dict):
+        for key, value in _LATER_SETTINGS.items():
+            config.setdefault(key, value)
 
 
 def _config_problems(config: Any, epoch: Any) -> list[str]:
