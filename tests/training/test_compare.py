@@ -169,3 +169,25 @@ def test_plot_runs_never_writes_over_a_run_file(exact_run: tuple[Path, dict]) ->
     with pytest.raises(PlotError, match="not an image format"):
         plot_runs([exact_run[0]], exact_run[0].parent / "c.xyz")
     assert metrics_file.read_bytes() == before
+
+
+def test_fine_tunings_of_each_seed_group_together(
+    approx_run: tuple[Path, dict], exact_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    # Seed s of a fine-tuning starts from seed s of a float run: the runs differ in seed and in
+    # init_from, yet they are one setup. Fine-tunings of different float setups stay apart.
+    def tuned(src: Path, parent: Path, seed: int, name: str) -> Path:
+        run = _seed_copy(src, tmp_path / name, seed, [0.5, 0.6])
+        meta = json.loads((run / "config.json").read_text())
+        meta["config"]["init_from"] = str(parent)
+        (run / "config.json").write_text(json.dumps(meta))
+        return run
+
+    exact = [_seed_copy(exact_run[0], tmp_path / f"e{s}", s, [0.5, 0.6, 0.7]) for s in (0, 1)]
+    approx = [_seed_copy(approx_run[0], tmp_path / f"x{s}", s, [0.5, 0.6]) for s in (0, 1)]
+    src = approx_run[0]
+    runs = [tuned(src, exact[s], s, f"te{s}") for s in (0, 1)]
+    runs += [tuned(src, approx[s], s, f"tx{s}") for s in (0, 1)]
+    groups = compare_seed_groups(runs)["groups"]
+    assert [sorted(g["seeds"]) for g in groups] == [[0, 1], [0, 1]]
+    assert [Path(r).name for r in groups[0]["runs"]] == ["te0", "te1"]

@@ -256,6 +256,20 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return mean, var**0.5
 
 
+def _group_key(run: Run, depth: int = 0) -> str:
+    """What a run computes, apart from its seed: its settings and multipliers, with the run it
+    was fine-tuned from (``init_from``) replaced by that run's own key — so the fine-tunings of
+    seed 0, 1 and 2 of one float setup group together, and those of different setups do not."""
+    settings = {k: v for k, v in run.config.items() if k not in _NOT_RESULT_SETTINGS}
+    parent = settings.get("init_from")
+    if parent is not None and depth < 8:
+        try:
+            settings["init_from"] = _group_key(load_run(parent), depth + 1)
+        except CompareError:
+            pass  # the starting run is gone: its path stands for it
+    return json.dumps([settings, run.multipliers], sort_keys=True, default=str)
+
+
 def compare_seed_groups(run_dirs: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
     """Runs that differ only in their seed, summarized per group: mean ± sample std.
 
@@ -280,9 +294,7 @@ def compare_seed_groups(run_dirs: Sequence[str | os.PathLike[str]]) -> dict[str,
         raise CompareError("name at least one run folder")
     groups: dict[str, list[Run]] = {}
     for run in (load_run(d) for d in run_dirs):
-        settings = {k: v for k, v in run.config.items() if k not in _NOT_RESULT_SETTINGS}
-        key = json.dumps([settings, run.multipliers], sort_keys=True, default=str)
-        groups.setdefault(key, []).append(run)
+        groups.setdefault(_group_key(run), []).append(run)
     rows: list[dict[str, Any]] = []
     for members in groups.values():
         first = members[0]
