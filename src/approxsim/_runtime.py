@@ -38,6 +38,8 @@ __all__ = [
     "set_rng_state",
     "environment",
     "machine_record",
+    "thread_environment",
+    "describe_environment",
     "utc_now",
 ]
 
@@ -194,10 +196,64 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+#: Environment variables that change how torch, its BLAS and approxsim's kernels use threads.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "OMP_PROC_BIND",
+    "OMP_PLACES",
+    "GOMP_SPINCOUNT",
+    "KMP_BLOCKTIME",
+    "KMP_AFFINITY",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+    "APPROXSIM_CPU_KERNEL",
+)
+
+#: CPU features that decide which kernel code runs (recorded, not all of /proc/cpuinfo).
+_CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "amx_tile")
+
+
+def thread_environment() -> dict[str, str]:
+    """The thread-related environment variables that are set, by name (empty: the default
+    environment a user gets)."""
+    return {k: os.environ[k] for k in THREAD_VARIABLES if k in os.environ}
+
+
+def describe_environment(record: dict[str, Any]) -> str:
+    """``"default environment"``, or the thread variables a :func:`machine_record` ran under."""
+    env = record.get("environment") or {}
+    if not env:
+        return "default environment"
+    return ", ".join(f"{k}={v}" for k, v in sorted(env.items()))
+
+
+def _cpu_features() -> list[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    have = set(line.partition(":")[2].split())
+                    return [x for x in _CPU_FEATURES if x in have]
+    except OSError:
+        pass
+    return []
+
+
+def _parallel_backend() -> str | None:
+    for line in torch.__config__.parallel_info().splitlines():
+        if line.startswith("ATen parallel backend:"):
+            return line.partition(":")[2].strip()
+    return None
+
+
 def machine_record(
     device: str | torch.device = "cpu", argv: Sequence[str] | None = None
 ) -> dict[str, Any]:
-    """What ran a benchmark: CPU, cores, threads, library versions, GPU, date, command.
+    """What ran a benchmark: CPU and its vector features, cores, threads, the thread-related
+    environment variables that were set, torch's parallel backend, library versions, GPU, date
+    and command.
 
     Args:
         device: The benchmark's device; its GPU is named when it is a CUDA device.
@@ -223,6 +279,9 @@ def machine_record(
     argv = list(sys.argv if argv is None else argv)
     return {
         "cpu": _cpu_model(),
+        "cpu_features": _cpu_features(),
+        "environment": thread_environment(),
+        "torch_parallel_backend": _parallel_backend(),
         "cpu_count": os.cpu_count(),
         "usable_cpus": usable,
         "torch_threads": torch.get_num_threads(),

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from approxsim._runtime import describe_environment
 from approxsim._text import text_table
 from approxsim.bench.common import (
     bench_device,
@@ -189,6 +190,7 @@ def format_direct_table(result: dict[str, Any]) -> str:
             f"; LUT engine on {result['machine'].get('gpu')} ({result['device']})"
             if str(result.get("device", "cpu")).startswith("cuda")
             else ""
-        ),
+        )
+        + f"; {describe_environment(result['machine'])}",
     )
     return "\n".join(out)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from approxsim._runtime import describe_environment
 from approxsim._text import text_table
 from approxsim.bench.common import (
     BenchError,
@@ -177,6 +178,6 @@ def format_models_table(result: dict[str, Any]) -> str:
     out.insert(
         0,
         f"approxsim bench models: batch {result['batch_size']}, first batch discarded, mean of "
-        f"{result['batches']}; {where}",
+        f"{result['batches']}; {where}; {describe_environment(result['machine'])}",
     )
     return "\n".join(out)

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from approxsim._runtime import describe_environment
 from approxsim._text import text_table
 from approxsim.bench.common import (
     BenchError,
@@ -404,6 +405,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"approxsim bench ops: multiplier {name}, device {cfg['device']} ({where}), "
         f"{cfg['threads']} threads, median of {cfg['reps']} after {cfg['warmup']} warm-up"
         + (", native TF32 on" if cfg.get("tf32") else "")
+        + f"; {describe_environment(mach)}"
     )
     header = (
         "problem",
