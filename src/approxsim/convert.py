@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
@@ -339,37 +339,23 @@ def convert_model(
     selection = LayerSelection.parse(include, exclude)
     if not inplace:
         model = copy.deepcopy(model)
-    done: dict[int, nn.Module] = {}
     unsupported: list[tuple[str, str]] = []
 
-    def convert(module: nn.Module, name: str, chain: list[tuple[str, nn.Module]]) -> nn.Module:
-        if id(module) in done:  # a module used twice is converted once
-            return done[id(module)]
-        chain = chain + [(name, module)]
+    def convert(module: nn.Module, name: str, chain: list[tuple[str, nn.Module]]) -> Any:
         kind = _classify(module)
-        result = module
         if kind == "convertible" and selection.selects(chain):
-            result = _CONVERSIONS[type(module)].from_float(module, passes)
-        elif kind == "approx" and isinstance(module, QuantModule) and selection.selects(chain):
+            return _CONVERSIONS[type(module)].from_float(module, passes)
+        if kind == "approx" and isinstance(module, QuantModule) and selection.selects(chain):
             float_layer = module.to_float()
-            result = _CONVERSIONS[type(float_layer)].from_float(float_layer, passes)
-        elif kind == "approx" and selection.selects(chain):
+            return _CONVERSIONS[type(float_layer)].from_float(float_layer, passes)
+        if kind == "approx" and selection.selects(chain):
             cast(ApproxModule, module).set_multiplier(passes)
-        else:
-            if kind == "unsupported" and selection.selects(chain):
-                unsupported.append((name or "(model)", type(module).__name__))
-            if not isinstance(module, nn.MultiheadAttention):
-                for child_name, child in _children(module):
-                    if child is None:
-                        continue
-                    qual = f"{name}.{child_name}" if name else child_name
-                    new_child = convert(child, qual, chain)
-                    if new_child is not child:
-                        setattr(module, child_name, new_child)
-        done[id(module)] = result
-        return result
+            return module
+        if kind == "unsupported" and selection.selects(chain):
+            unsupported.append((name or "(model)", type(module).__name__))
+        return module if isinstance(module, nn.MultiheadAttention) else None
 
-    root = convert(model, "", [])
+    root = _rewrite(model, convert)
     _set_fast_paths(root, enabled=False)
     if unsupported:
         listed = ", ".join(f"{n} ({t})" for n, t in unsupported)
@@ -403,25 +389,9 @@ def restore_model(model: nn.Module, inplace: bool = False) -> nn.Module:
     _check_model(model, "restore_model")
     if not inplace:
         model = copy.deepcopy(model)
-    done: dict[int, nn.Module] = {}
-
-    def restore(module: nn.Module) -> nn.Module:
-        if id(module) in done:
-            return done[id(module)]
-        result = module
-        if isinstance(module, _CONVERTED):
-            result = module.to_float()
-        else:
-            for child_name, child in _children(module):
-                if child is None:
-                    continue
-                new_child = restore(child)
-                if new_child is not child:
-                    setattr(module, child_name, new_child)
-        done[id(module)] = result
-        return result
-
-    root = restore(model)
+    root = _rewrite(
+        model, lambda module, _, __: module.to_float() if isinstance(module, _CONVERTED) else None
+    )
     _set_fast_paths(root, enabled=True)
     return root
 
@@ -450,35 +420,20 @@ def _convert_quantized(
     selection = LayerSelection.parse(include, exclude)
     if not inplace:
         model = copy.deepcopy(model)
-    done: dict[int, nn.Module] = {}
     unsupported: list[tuple[str, str]] = []
 
-    def convert(module: nn.Module, name: str, chain: list[tuple[str, nn.Module]]) -> nn.Module:
-        if id(module) in done:
-            return done[id(module)]
-        chain = chain + [(name, module)]
+    def convert(module: nn.Module, name: str, chain: list[tuple[str, nn.Module]]) -> Any:
         kind = _classify(module)
-        result = module
         selected = kind in ("convertible", "approx") and selection.selects(chain)
         base = module.to_float() if selected and isinstance(module, _CONVERTED) else module
         target = _QUANT_CONVERSIONS.get(type(base)) if selected else None
         if target is not None and getattr(target, "supports", lambda m: True)(base):
-            result = target.from_float(base, mult, config)
-        else:
-            if selected or (kind == "unsupported" and selection.selects(chain)):
-                unsupported.append((name or "(model)", type(module).__name__))
-            if not isinstance(module, nn.MultiheadAttention):
-                for child_name, child in _children(module):
-                    if child is None:
-                        continue
-                    qual = f"{name}.{child_name}" if name else child_name
-                    new_child = convert(child, qual, chain)
-                    if new_child is not child:
-                        setattr(module, child_name, new_child)
-        done[id(module)] = result
-        return result
+            return target.from_float(base, mult, config)
+        if selected or (kind == "unsupported" and selection.selects(chain)):
+            unsupported.append((name or "(model)", type(module).__name__))
+        return module if isinstance(module, nn.MultiheadAttention) else None
 
-    root = convert(model, "", [])
+    root = _rewrite(model, convert)
     _set_fast_paths(root, enabled=False)
     if unsupported:
         listed = ", ".join(f"{n} ({t})" for n, t in unsupported)
@@ -520,6 +475,38 @@ def _set_fast_paths(model: nn.Module, enabled: bool) -> None:
                 if hasattr(module, attr):
                     saved.setdefault(attr, getattr(module, attr))
                 setattr(module, attr, value)
+
+
+#: What :func:`_rewrite` asks of each module: its replacement (itself to keep it as it is),
+#: or ``None`` to keep it and rewrite its children.
+_Visit = Callable[[nn.Module, str, list[tuple[str, nn.Module]]], "nn.Module | None"]
+
+
+def _rewrite(model: nn.Module, visit: _Visit) -> nn.Module:
+    """Rebuild ``model``'s module tree in place: ``visit(module, name, chain)`` (qualified
+    name, and the ``(name, module)`` chain from the root) says what replaces each module, or
+    ``None`` to descend into it. A module used twice is visited once and replaced by the same
+    object everywhere. Returns what replaces the root."""
+    done: dict[int, nn.Module] = {}
+
+    def walk(module: nn.Module, name: str, chain: list[tuple[str, nn.Module]]) -> nn.Module:
+        if id(module) in done:
+            return done[id(module)]
+        chain = chain + [(name, module)]
+        result = visit(module, name, chain)
+        if result is None:
+            result = module
+            for child_name, child in _children(module):
+                if child is None:
+                    continue
+                qual = f"{name}.{child_name}" if name else child_name
+                new_child = walk(child, qual, chain)
+                if new_child is not child:
+                    setattr(module, child_name, new_child)
+        done[id(module)] = result
+        return result
+
+    return walk(model, "", [])
 
 
 def _children(module: nn.Module) -> list[tuple[str, nn.Module | None]]:
