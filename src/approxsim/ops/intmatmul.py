@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from approxsim.multipliers import Multiplier
+from approxsim.ops._vmap import vmap_bmm, vmap_operands
 
 __all__ = ["IntMultiplierLike", "int_matmul", "is_int_multiplier", "int_accumulator_is_int64"]
 
@@ -69,16 +70,8 @@ def _int_lut_bmm_vmap(
     acc_int64: bool,
 ) -> tuple[Tensor, int]:
     """Batching rule: the vmapped dimension joins the op's own batch dimension."""
-    if in_dims[2] is not None:
-        raise RuntimeError("approxsim: vmap over the multiplier's table is not supported")
-    n = info.batch_size
-    a = a.movedim(in_dims[0], 0) if in_dims[0] is not None else a.expand(n, *a.shape)
-    b = b.movedim(in_dims[1], 0) if in_dims[1] is not None else b.expand(n, *b.shape)
-    nb, r, k = a.shape[1:]
-    out = int_lut_bmm(
-        a.reshape(n * nb, r, k), b.reshape(n * nb, k, b.shape[-1]), table, min_value, acc_int64
-    )
-    return out.reshape(n, nb, r, b.shape[-1]), 0
+    a, b = vmap_operands(info, in_dims, a, b)
+    return vmap_bmm(lambda x, y: int_lut_bmm(x, y, table, min_value, acc_int64), a, b)
 
 
 _MAXABS: dict[int, tuple[Tensor, int]] = {}

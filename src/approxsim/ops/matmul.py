@@ -34,6 +34,7 @@ from torch import Tensor
 
 from approxsim.multipliers import Multiplier, MultiplierError, MultiplierLike, get_multiplier
 from approxsim.multipliers.numformat import ROUNDINGS
+from approxsim.ops._vmap import vmap_bmm, vmap_operands
 from approxsim.ops.intmatmul import IntMultiplierLike, int_matmul, is_int_multiplier
 from approxsim.ops.reference import lut_mul_ref
 
@@ -316,16 +317,8 @@ def _lut_bmm_vmap(
     rounding: int,
 ) -> tuple[Tensor, int]:
     """Batching rule: the vmapped dimension joins the op's own batch dimension."""
-    if in_dims[2] is not None:
-        raise RuntimeError("approxsim: vmap over the multiplier's table is not supported")
-    n = info.batch_size
-    a = a.movedim(in_dims[0], 0) if in_dims[0] is not None else a.expand(n, *a.shape)
-    b = b.movedim(in_dims[1], 0) if in_dims[1] is not None else b.expand(n, *b.shape)
-    nb, r, k = a.shape[1:]
-    out = lut_bmm(
-        a.reshape(n * nb, r, k), b.reshape(n * nb, k, b.shape[-1]), lut, mantissa_bits, rounding
-    )
-    return out.reshape(n, nb, r, b.shape[-1]), 0
+    a, b = vmap_operands(info, in_dims, a, b)
+    return vmap_bmm(lambda x, y: lut_bmm(x, y, lut, mantissa_bits, rounding), a, b)
 
 
 @torch.library.register_vmap("approxsim::lut_mul")
@@ -339,11 +332,7 @@ def _lut_mul_vmap(
     rounding: int,
 ) -> tuple[Tensor, int]:
     """Batching rule of the elementwise product: both operands get the vmapped dimension."""
-    if in_dims[2] is not None:
-        raise RuntimeError("approxsim: vmap over the multiplier's table is not supported")
-    n = info.batch_size
-    a = a.movedim(in_dims[0], 0) if in_dims[0] is not None else a.expand(n, *a.shape)
-    b = b.movedim(in_dims[1], 0) if in_dims[1] is not None else b.expand(n, *b.shape)
+    a, b = vmap_operands(info, in_dims, a, b)
     return lut_mul(a.contiguous(), b.contiguous(), lut, mantissa_bits, rounding), 0
 
 
