@@ -24,6 +24,8 @@ def test_bench_ops_times_the_integer_gemm() -> None:
     # The exact int8 multiplier on integer values: float32 of the same values agrees.
     assert all(r["forward_rel_error"] < 1e-6 for r in result["rows"])
     assert [s["op"] for s in result["skipped"]] == ["conv"]
+    # Points to what does time quantized layers (it named a bench command that does not).
+    assert "scripts/bench_quant.py" in result["skipped"][0]["reason"]
     assert f"table {m.fingerprint[:12]}" in format_table(result)
 
 
