@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import approxsim
-from approxsim._runtime import machine_record
+from approxsim._runtime import describe_environment, machine_record
 from approxsim.models import create_model
 
 
@@ -58,7 +58,10 @@ def main() -> None:
     y = torch.randint(0, 10, (args.batch_size,))
     base = create_model("lenet5")
     rec = machine_record()
-    print(f"# {rec['cpu']}, torch {rec['versions']['torch']}, {rec['torch_threads']} threads")
+    print(
+        f"# {rec['cpu']} ({', '.join(rec['cpu_features'])}), torch {rec['versions']['torch']}, "
+        f"{rec['torch_threads']} threads, {describe_environment(rec)}"
+    )
     print(f"# LeNet-5, batch {args.batch_size}, median of {args.steps}; {args.multiplier}")
     print(f"{'configuration':<22} {'train step':>11} {'ratio':>6} {'inference':>11} {'ratio':>6}")
     rows: list[tuple[str, nn.Module]] = [("native float32", copy.deepcopy(base))]
