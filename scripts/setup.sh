@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up approxsim in ./.venv: PyTorch (CPU build by default), approxsim itself (editable)
-# with its dev tools, and Debian's Fashion-MNIST package where apt is available.
+# with its dev tools and the optional extras the tests cover (replay: gymnasium, sweep: Ray),
+# and Debian's Fashion-MNIST package where apt is available.
 #
 # Environment:
 #   PYTHON                 interpreter for the venv (default: python3)
@@ -23,7 +24,7 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
     "$VPY" -m pip install -q "${APPROXSIM_TORCH:-torch==2.13.0}"
 fi
 echo "approxsim setup: installing approxsim and its dependencies"
-"$VPY" -m pip install -q -e ".[dev]"
+"$VPY" -m pip install -q -e ".[dev,replay,sweep]"
 
 if [ "${APPROXSIM_SKIP_DATA:-0}" != "1" ] && ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
