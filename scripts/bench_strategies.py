@@ -6,7 +6,11 @@ for a few small and mid-size products the time of the row gather, the direct ker
 swapped row gather, and which one the planner picks. Run it to retune the constants on a new
 CPU:
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python scripts/bench_strategies.py
+    .venv/bin/python scripts/bench_strategies.py
+
+It times approxsim's kernel alone, on one thread, against no native baseline, so the
+best-against-best protocol of ``approxsim bench`` (native float32 in child processes under
+each thread-wait setting) does not apply, and neither does the wait policy itself.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ from approxsim.multipliers.integer import IntMultiplier
 
 def test_bench_ops_times_the_integer_gemm() -> None:
     m = IntMultiplier.exact(8, True)
-    result = bench_ops(m, "tiny_gemm,tiny_conv", reps=1, warmup=0)
+    # Native in a child process: the integer operands are rebuilt there from their range.
+    result = bench_ops(m, "tiny_gemm,tiny_conv", reps=1, warmup=0, native_settings="passive")
     assert result["config"]["multiplier_kind"] == "int"
     assert result["config"]["multiplier_fingerprint"] == m.fingerprint
     assert [(r["problem"], r["op"], r["pass"]) for r in result["rows"]] == [
@@ -27,12 +28,15 @@ def test_bench_ops_times_the_integer_gemm() -> None:
     # Points to what does time quantized layers (it named a bench command that does not).
     assert "scripts/bench_quant.py" in result["skipped"][0]["reason"]
     assert f"table {m.fingerprint[:12]}" in format_table(result)
+    for row in result["rows"]:
+        assert list(row["native_by_setting"]) == ["passive"] and row["native_setting"] == "passive"
 
 
 def test_cli_int_multiplier(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "int.json"
     argv = ["bench", "ops", "--int-multiplier", "uint8", "--problems", "tiny_gemm"]
-    assert main([*argv, "--reps", "1", "--warmup", "0", "--json", str(out)]) == 0
+    here = ["--native-settings", "same-process"]
+    assert main([*argv, "--reps", "1", "--warmup", "0", *here, "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["config"]["multiplier"] == "uint8"
     assert data["rows"][0]["pass"] == "forward"

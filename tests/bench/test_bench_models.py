@@ -14,7 +14,14 @@ from approxsim.cli import main
 
 def test_bench_models_rows() -> None:
     lines: list[str] = []
-    res = bench_models("mbm7", ["lenet300100"], batch_size=4, batches=2, progress=lines.append)
+    res = bench_models(
+        "mbm7",
+        ["lenet300100"],
+        batch_size=4,
+        batches=2,
+        native_settings="same-process",
+        progress=lines.append,
+    )
     assert [(r["model"], r["mode"]) for r in res["results"]] == [
         ("lenet300100", "inference"),
         ("lenet300100", "training"),
@@ -32,8 +39,16 @@ def test_bench_models_rows() -> None:
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "m.json"
     argv = ["bench", "models", "--models", "lenet5", "--batch-size", "2", "--batches", "1"]
-    assert main([*argv, "--json", str(out)]) == 0
-    assert "lenet5" in capsys.readouterr().out and json.loads(out.read_text())["batch_size"] == 2
+    # Native float32 in a child process under OMP_WAIT_POLICY=PASSIVE.
+    assert main([*argv, "--native-settings", "passive", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert "lenet5" in printed and data["batch_size"] == 2
+    assert "native: OMP_WAIT_POLICY PASSIVE (a child process)" in printed
+    assert data["native_environments"]["passive"]["environment"]["OMP_WAIT_POLICY"] == "PASSIVE"
+    for row in data["results"]:
+        assert row["native_setting"] == "passive" and list(row["native_by_setting"]) == ["passive"]
+        assert row["native"]["mean_s"] == row["native_by_setting"]["passive"]["mean_s"]
     assert main(["bench", "models", "--models", "alexnet"]) == 2
     assert "unknown model" in capsys.readouterr().err
     assert main(["bench", "models", "--multiplier", "nope9"]) == 2

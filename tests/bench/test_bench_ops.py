@@ -39,6 +39,8 @@ from approxsim.cli import build_parser, main
 from approxsim.cli.bench import run_bench_cli
 
 REPS, WARMUP = 2, 1
+#: Native timed beside approxsim, without child processes: these tests check the rest.
+HERE = "same-process"
 
 
 @pytest.fixture(autouse=True)
@@ -149,7 +151,7 @@ def test_problem_validation() -> None:
 
 
 def test_bench_ops_quick_with_conv(stub_nn: None, tmp_path: Path) -> None:
-    result = bench_ops(quick=True, reps=REPS, warmup=WARMUP)
+    result = bench_ops(quick=True, reps=REPS, warmup=WARMUP, native_settings=HERE)
     forms = {("tiny_gemm", "gemm"), ("tiny_conv", "gemm"), ("tiny_conv", "conv")}
     _check_result(result, forms, REPS)
     assert result["skipped"] == []
@@ -164,7 +166,13 @@ def test_bench_ops_quick_with_conv(stub_nn: None, tmp_path: Path) -> None:
 
 def test_bench_ops_skips_conv_without_nn(no_nn: None) -> None:
     lines: list[str] = []
-    result = bench_ops(problems=["tiny_conv"], progress=lines.append, reps=REPS, warmup=WARMUP)
+    result = bench_ops(
+        problems=["tiny_conv"],
+        progress=lines.append,
+        reps=REPS,
+        warmup=WARMUP,
+        native_settings=HERE,
+    )
     _check_result(result, {("tiny_conv", "gemm")}, REPS)
     [skip] = result["skipped"]
     assert (skip["problem"], skip["op"]) == ("tiny_conv", "conv")
@@ -175,7 +183,7 @@ def test_bench_ops_skips_conv_without_nn(no_nn: None) -> None:
 
 def test_bench_ops_real_nn_if_present() -> None:
     # Whatever approxsim.nn is right now: conv rows if it imports, a recorded skip if not.
-    result = bench_ops(problems="tiny_conv", reps=REPS, warmup=WARMUP)
+    result = bench_ops(problems="tiny_conv", reps=REPS, warmup=WARMUP, native_settings=HERE)
     ops = {r["op"] for r in result["rows"]}
     assert "gemm" in ops
     assert ("conv" in ops) != bool(result["skipped"])
@@ -183,7 +191,7 @@ def test_bench_ops_real_nn_if_present() -> None:
 
 def test_bench_ops_leaves_thread_settings(stub_nn: None) -> None:
     before = torch.get_num_threads()
-    result = bench_ops(problems=["tiny_gemm"], threads=1, reps=1, warmup=0)
+    result = bench_ops(problems=["tiny_gemm"], threads=1, reps=1, warmup=0, native_settings=HERE)
     assert result["config"]["threads"] == 1
     assert torch.get_num_threads() == before
 
@@ -221,7 +229,7 @@ def test_cli_handler_writes_json(
 ) -> None:
     out = tmp_path / "runs" / "bench.json"
     argv = ["bench", "ops", "--quick", "--reps", "2", "--warmup", "1", "--threads", "1"]
-    argv += ["--multiplier", "mbm5", "--json", str(out)]
+    argv += ["--multiplier", "mbm5", "--json", str(out), "--native-settings", HERE]
     args = build_parser().parse_args(argv)
     assert (args.command, args.action) == ("bench", "ops")
     assert args.handler is run_bench_cli
@@ -272,7 +280,7 @@ def test_peak_memory_counts_what_a_call_allocates() -> None:
     recycled((size // 4,)).fill_(1.0)  # kept, idle, resident
     again = peak_bytes(lambda: recycled((size // 4,)).fill_(1.0), torch.device("cpu"))
     assert again is not None and size * 0.9 <= again <= size * 1.5
-    result = bench_ops(problems=["tiny_gemm"], reps=1, warmup=0)
+    result = bench_ops(problems=["tiny_gemm"], reps=1, warmup=0, native_settings=HERE)
     for row in result["rows"]:
         assert isinstance(row["approx"]["peak_bytes"], int)
         assert isinstance(row["native"]["peak_bytes"], int)

@@ -9,6 +9,12 @@ and ``approxsim.matmul`` runs the same problem, so the speed-up is measured, not
 two results agree within float32 summation order (every product is the model's). With
 ``--device cuda`` the LUT engine runs on the GPU (timed with synchronization) against the same
 CPU baselines: the GPU simulation against CPU simulation of the model, as ApproxTrain reports it.
+
+The best-against-best protocol of ``ops`` and ``models`` (native timed in a child process per
+thread-wait setting, :mod:`approxsim.bench.native`) has nothing to choose here: the direct
+baseline already runs in a process of its own, a standard-library interpreter whose loop
+threads are plain threads, with no torch and no OpenMP whose waiting a setting could change.
+approxsim runs in this process, as its environment is; the table says both.
 """
 
 from __future__ import annotations
@@ -191,6 +197,7 @@ def format_direct_table(result: dict[str, Any]) -> str:
             if str(result.get("device", "cpu")).startswith("cuda")
             else ""
         )
-        + f"; {describe_environment(result['machine'])}",
+        + "; direct simulation: a process of its own without torch or OpenMP (thread-wait "
+        + f"settings do not apply); approxsim: {describe_environment(result['machine'])}",
     )
     return "\n".join(out)

@@ -133,6 +133,26 @@ class Problem:
         out["macs"] = self.macs
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Problem:
+        """The problem a :meth:`to_dict` dictionary describes (checked again).
+
+        Raises:
+            BenchError: a missing field or a shape that does not hold together.
+        """
+        try:
+            conv = data.get("conv")
+            return cls(
+                name=str(data["name"]),
+                description=str(data["description"]),
+                r=data["r"],
+                k=data["k"],
+                n=data["n"],
+                conv=None if conv is None else ConvGeometry(**conv),
+            )
+        except (KeyError, TypeError) as exc:
+            raise BenchError(f"not a problem description: {exc}") from None
+
 
 def _registry(*problems: Problem) -> dict[str, Problem]:
     return {p.name: p for p in problems}

@@ -1,4 +1,5 @@
-"""``approxsim bench ops | direct | models``: the parsers, the handlers and what they print.
+"""``approxsim bench ops | direct | models | epoch``: the parsers, the handlers and what they
+print.
 
 The measuring is done by :mod:`approxsim.bench`; this module turns arguments into a call,
 prints progress lines (``bench: ...``) to stderr and the table to stdout, and writes
@@ -21,13 +22,16 @@ from approxsim.bench import (
     PROBLEMS,
     BenchError,
     bench_direct,
+    bench_epoch,
     bench_models,
     bench_ops,
     format_direct_table,
+    format_epoch_table,
     format_models_table,
     format_table,
     save_results,
 )
+from approxsim.bench.native import resolve_native_settings
 from approxsim.cli.common import int_at_least
 from approxsim.multipliers import MultiplierError
 
@@ -36,14 +40,26 @@ __all__ = [
     "add_bench_parser",
     "add_direct_parser",
     "add_models_parser",
+    "add_epoch_parser",
     "run_bench_cli",
     "run_direct_cli",
     "run_models_cli",
+    "run_epoch_cli",
 ]
+
+#: Help of ``--native-settings`` (``ops``, ``models``, ``epoch``).
+NATIVE_SETTINGS_HELP = (
+    "where native float32 is timed, comma-separated: default (OMP_WAIT_POLICY unset), passive, "
+    "active: a child process each, the fastest kept per problem; same-process: in this process, "
+    "beside approxsim. Default: default,passive,active, or only your own setting when "
+    "OMP_WAIT_POLICY, GOMP_SPINCOUNT or KMP_BLOCKTIME is set. approxsim itself always runs "
+    "in this process as its environment is. Each child costs a torch import and a native pass."
+)
 
 
 def register(sub: Any) -> None:
-    """Add ``approxsim bench`` (``ops``, ``direct``, ``models``) to the top-level subparsers.
+    """Add ``approxsim bench`` (``ops``, ``direct``, ``models``, ``epoch``) to the top-level
+    subparsers.
 
     Args:
         sub: What ``ArgumentParser.add_subparsers`` returned for the top-level commands.
@@ -118,9 +134,11 @@ def add_bench_parser(
     ops.add_argument(
         "--quick", action="store_true", help="tiny problems only (seconds; a smoke test)"
     )
+    ops.add_argument("--native-settings", metavar="LIST", help=NATIVE_SETTINGS_HELP)
     ops.set_defaults(handler=run_bench_cli)
     add_direct_parser(bsub)
     add_models_parser(bsub)
+    add_epoch_parser(bsub)
     return ops
 
 
@@ -136,7 +154,9 @@ def add_direct_parser(bsub: argparse._SubParsersAction[argparse.ArgumentParser])
         description=(
             "Build a multiplier from a C/C++ functional model and time approxsim.matmul "
             "against the model called once per product in a plain compiled GEMM loop (one "
-            "thread and all threads): the simulation an engine without LUTs runs."
+            "thread and all threads): the simulation an engine without LUTs runs. That "
+            "baseline runs in a process of its own without torch or OpenMP, so thread-wait "
+            "settings do not apply to it; approxsim runs in this process as its environment is."
         ),
     )
     p.add_argument("--c", required=True, metavar="FILE", help="C/C++ source of the model")
@@ -186,9 +206,50 @@ def add_models_parser(bsub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--threads", type=int_at_least(1), metavar="T", help="threads (default: all)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (cpu)")
     p.add_argument("--tf32", action="store_true", help="on CUDA, let the native baseline use TF32")
+    p.add_argument("--native-settings", metavar="LIST", help=NATIVE_SETTINGS_HELP)
     p.add_argument("--json", metavar="FILE", help="also write all results to FILE")
     p.add_argument("--overwrite", action="store_true", help="replace --json FILE if it exists")
     p.set_defaults(handler=run_models_cli)
+
+
+def add_epoch_parser(bsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``approxsim bench epoch`` to ``bench``'s subparsers.
+
+    Args:
+        bsub: The subparsers of ``approxsim bench`` (see :func:`add_bench_parser`).
+    """
+    p = bsub.add_parser(
+        "epoch",
+        help="whole training epochs (approxsim train), float32 vs a multiplier",
+        description=(
+            "Run approxsim train for whole epochs, float32 once per native setting (the fastest "
+            "kept) and with the multiplier once in this environment, each in a child process, "
+            "and print the epoch times from the runs' metrics.jsonl (training and test "
+            "evaluation; process start and data loading not counted)."
+        ),
+    )
+    p.add_argument("--model", default="lenet5", help="registered model (lenet5)")
+    p.add_argument("--multiplier", default="mitchell7", metavar="NAME", help="(mitchell7)")
+    p.add_argument("--dataset", default="fashion-mnist", help="registered dataset (fashion-mnist)")
+    p.add_argument(
+        "--epochs", type=int_at_least(1), default=1, help="epochs per run, median reported (1)"
+    )
+    p.add_argument("--batch-size", type=int_at_least(1), help="default: the model's")
+    p.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's files")
+    p.add_argument("--max-train-samples", type=int_at_least(1), metavar="N", help="first N only")
+    p.add_argument("--max-test-samples", type=int_at_least(1), metavar="N", help="first N only")
+    p.add_argument("--threads", type=int_at_least(1), metavar="T", help="train --threads T")
+    p.add_argument(
+        "--native-settings",
+        metavar="LIST",
+        help="how the fp32 runs' OpenMP threads wait, comma-separated from default "
+        "(OMP_WAIT_POLICY unset), passive, active: one run each, the fastest kept. Default: all "
+        "three, or only your own setting when OMP_WAIT_POLICY, GOMP_SPINCOUNT or KMP_BLOCKTIME "
+        "is set. The multiplier's run has this environment as it is.",
+    )
+    p.add_argument("--json", metavar="FILE", help="also write all results to FILE")
+    p.add_argument("--overwrite", action="store_true", help="replace --json FILE if it exists")
+    p.set_defaults(handler=run_epoch_cli)
 
 
 # ---------------------------------------------------------------------------- handlers
@@ -237,6 +298,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
             an input.
         OSError: the ``--json`` folder cannot be created or written.
     """
+    resolve_native_settings(args.native_settings)
     _prepare_json(args)
     multiplier: Any = args.multiplier or "mitchell7"
     if args.int_multiplier:
@@ -256,6 +318,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         tf32=args.tf32,
         threads=args.threads,
         quick=args.quick,
+        native_settings=args.native_settings,
         progress=_stderr,
     )
     return _finish(result, format_table(result), args)
@@ -312,6 +375,7 @@ def run_models_cli(args: argparse.Namespace) -> int:
         OutputExistsError: ``--json FILE`` exists (without ``--overwrite``) or is a folder.
         OSError: ``--json FILE`` cannot be written.
     """
+    resolve_native_settings(args.native_settings)
     _prepare_json(args)
     result = bench_models(
         args.multiplier,
@@ -321,6 +385,41 @@ def run_models_cli(args: argparse.Namespace) -> int:
         threads=args.threads,
         device=args.device,
         tf32=args.tf32,
+        native_settings=args.native_settings,
         progress=_stderr,
     )
     return _finish(result, format_models_table(result), args)
+
+
+def run_epoch_cli(args: argparse.Namespace) -> int:
+    """Run ``approxsim bench epoch`` from parsed arguments.
+
+    Args:
+        args: The namespace parsed by the parser :func:`add_epoch_parser` added.
+
+    Returns:
+        0.
+
+    Raises:
+        BenchError: an unknown model, dataset or native setting, a run without epochs.
+        MultiplierError: an unknown multiplier.
+        NativeBaselineError: a training run failed.
+        OutputExistsError: ``--json FILE`` exists (without ``--overwrite``) or is a folder.
+        OSError: ``--json FILE`` cannot be written.
+    """
+    resolve_native_settings(args.native_settings, same_process=False)
+    _prepare_json(args)
+    result = bench_epoch(
+        args.model,
+        args.multiplier,
+        args.dataset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        data_dir=args.data_dir,
+        max_train_samples=args.max_train_samples,
+        max_test_samples=args.max_test_samples,
+        threads=args.threads,
+        native_settings=args.native_settings,
+        progress=_stderr,
+    )
+    return _finish(result, format_epoch_table(result), args)
