@@ -2,7 +2,9 @@
 //
 // Compiled on first use by approxsim.ops._cpu_native (g++ -O3 -march=native) and called
 // through ctypes; every entry point is a plain C function over raw pointers and strides, so
-// one call computes one block of the output and the caller runs blocks on its own threads.
+// one call computes one block of the output. The *_parts/*_par entry points run many blocks on
+// the OpenMP team torch uses (see _parallel.h); built without OpenMP, the caller runs blocks
+// on its own threads instead.
 //
 // Number semantics (DESIGN §2): an operand x = s · 2^e · (1.f) with a normal exponent is
 // reduced to its LUT index i = top M bits of f (after round-to-nearest-even when asked for,
@@ -28,6 +30,7 @@
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
+#include "_parallel.h"
 #include "_simd.h"
 
 namespace {
@@ -665,6 +668,91 @@ int approxsim_gemm_gather(const float* a, int64_t sab, int64_t sar, int64_t sak,
         rg[3] = cb2.lo, rg[4] = cb2.hi, rg[5] = cb2.special;
     }
     return 0;
+}
+
+// 1 when this kernel's parallel loops run on OpenMP (see _parallel.h), else 0.
+int approxsim_openmp() { return approxsim_parallel::openmp_enabled(); }
+
+// Threads in the team of the last parallel loop (1 when it ran serially).
+int approxsim_last_team() { return approxsim_parallel::last_team(); }
+
+// approxsim_gemm_gather over n_parts blocks parts[j] = (b_lo, b_hi, r_lo, r_hi, t_lo, t_hi),
+// on up to `threads` threads: block j with work + j·work_len as scratch, ranges +
+// j·6·batches as its exponent record and status[j] for its return value.
+void approxsim_gemm_parts(const float* a, int64_t sab, int64_t sar, int64_t sak, const float* b,
+                          int64_t sbb, int64_t sbk, int64_t sbn, float* c, int64_t scb,
+                          int64_t scr, int64_t scn, int64_t K, int64_t N, const float* lut,
+                          const float* lut_t, int m, int nearest, const int64_t* parts,
+                          int64_t n_parts, int n_tile, int k_tile, int direct, float* work,
+                          int64_t work_len, int32_t* ranges, int64_t batches, int32_t* status,
+                          int threads) {
+    approxsim_parallel::for_parts(n_parts, threads, [&](int64_t j) {
+        const int64_t* p = parts + 6 * j;
+        status[j] = approxsim_gemm_gather(a, sab, sar, sak, b, sbb, sbk, sbn, c, scb, scr, scn, K,
+                                          N, lut, lut_t, m, nearest, p[0], p[1], p[2], p[3],
+                                          p[4], p[5], n_tile, k_tile, direct,
+                                          work + j * work_len, ranges + 6 * batches * j);
+    });
+}
+
+// The product over k chunks chunks[ci] = (k0, k1) (all batches, rows and column tiles), chunk
+// ci into the partial output c + ci·scc with ranges + ci·6·batches and status[ci]; thread j of
+// up to `threads` takes the chunks parts[j] = (first, last + 1) with work + j·work_len.
+void approxsim_gemm_chunks(const float* a, int64_t sab, int64_t sar, int64_t sak, const float* b,
+                           int64_t sbb, int64_t sbk, int64_t sbn, float* c, int64_t scc,
+                           int64_t scb, int64_t scr, int64_t scn, int64_t N, const float* lut,
+                           const float* lut_t, int m, int nearest, const int64_t* chunks,
+                           const int64_t* parts, int64_t n_parts, int64_t batches, int64_t rows,
+                           int64_t n_tiles, int n_tile, int k_tile, int direct, float* work,
+                           int64_t work_len, int32_t* ranges, int32_t* status, int threads) {
+    approxsim_parallel::for_parts(n_parts, threads, [&](int64_t j) {
+        for (int64_t ci = parts[2 * j]; ci < parts[2 * j + 1]; ++ci) {
+            const int64_t k0 = chunks[2 * ci], k1 = chunks[2 * ci + 1];
+            const int kt = (int)(k1 - k0 < k_tile ? k1 - k0 : k_tile);
+            status[ci] = approxsim_gemm_gather(
+                a + k0 * sak, sab, sar, sak, b + k0 * sbk, sbb, sbk, sbn, c + ci * scc, scb, scr,
+                scn, k1 - k0, N, lut, lut_t, m, nearest, 0, batches, 0, rows, 0, n_tiles, n_tile,
+                kt, direct, work + j * work_len, ranges + 6 * batches * ci);
+        }
+    });
+}
+
+// approxsim_transpose over n_jobs jobs[q] = (src, lds, dst, ldd, r_lo, r_hi, cols) (pointers
+// as integers), split into up to `threads` contiguous groups, one per thread.
+void approxsim_transpose_jobs(const int64_t* jobs, int64_t n_jobs, int threads) {
+    approxsim_parallel::for_parts(threads, threads, [&](int64_t j) {
+        int64_t lo, hi;
+        if (!approxsim_parallel::span(n_jobs, threads, j, lo, hi)) return;
+        for (int64_t q = lo; q < hi; ++q) {
+            const int64_t* p = jobs + 7 * q;
+            approxsim_transpose(reinterpret_cast<const float*>(p[0]), p[1],
+                                reinterpret_cast<float*>(p[2]), p[3], p[4], p[5], p[6]);
+        }
+    });
+}
+
+// approxsim_im2col_t over all planes, split into up to `threads` spans, one per thread.
+void approxsim_im2col_par(const float* x, int64_t sxc, int64_t sxn, int64_t sxh, int64_t sxw,
+                          int64_t N, int64_t H, int64_t W, int kh, int kw, int sh, int sw,
+                          int dh, int dw, int ph, int pw, int64_t Ho, int64_t Wo, float* out,
+                          int64_t planes, int threads) {
+    approxsim_parallel::for_parts(threads, threads, [&](int64_t j) {
+        int64_t lo, hi;
+        if (approxsim_parallel::span(planes, threads, j, lo, hi))
+            approxsim_im2col_t(x, sxc, sxn, sxh, sxw, N, H, W, kh, kw, sh, sw, dh, dw, ph, pw, Ho,
+                               Wo, out, lo, hi);
+    });
+}
+
+// approxsim_col2im_t over channels 0..C, split into up to `threads` spans, one per thread.
+void approxsim_col2im_par(const float* g, int64_t N, int64_t H, int64_t W, int kh, int kw,
+                          int sh, int sw, int dh, int dw, int ph, int pw, int64_t Ho, int64_t Wo,
+                          float* gx, int64_t C, int threads) {
+    approxsim_parallel::for_parts(threads, threads, [&](int64_t j) {
+        int64_t lo, hi;
+        if (approxsim_parallel::span(C, threads, j, lo, hi))
+            approxsim_col2im_t(g, N, H, W, kh, kw, sh, sw, dh, dw, ph, pw, Ho, Wo, gx, lo, hi);
+    });
 }
 
 }  // extern "C"

@@ -6,6 +6,11 @@ The source is compiled once per machine with the C++ compiler that ``from_c`` us
 between different machines never hands one a binary for another's instruction set). Where no
 compiler is available the Numba kernel of :mod:`._numba` runs instead, with one warning.
 
+Where torch's OpenMP runtime is GNU's libgomp, the kernel is built with ``-fopenmp`` as well
+and runs its parallel loops on torch's own OpenMP threads (see :mod:`._threads`); should that
+build fail to compile or load, or bring a second OpenMP runtime into the process, the kernel
+is built without it and runs on approxsim's thread pool instead, with one warning.
+
 ``APPROXSIM_CPU_KERNEL=numba`` forces the Numba kernel; ``=native`` makes a failing build an
 error instead of a fallback.
 """
@@ -28,7 +33,13 @@ from torch import Tensor
 
 from approxsim.errors import ApproxsimError
 from approxsim.ops._scratch import buffer, recycled
-from approxsim.ops._threads import run_jobs, split_range
+from approxsim.ops._threads import (
+    mapped_openmp_runtimes,
+    run_jobs,
+    shared_openmp_runtime,
+    split_range,
+    thread_choice,
+)
 from approxsim.ops._tiling import balanced_k_tile
 
 __all__ = [
@@ -42,13 +53,17 @@ __all__ = [
     "transposed_copy",
     "compile_kernel",
     "kernel_key",
+    "load_kernel_library",
+    "uses_openmp",
     "HEADERS",
 ]
 
 SOURCE = Path(__file__).with_name("_cpu_kernel.cc")
 #: Headers the compiled kernels include (their text is part of every kernel's cache key).
-HEADERS = (Path(__file__).with_name("_simd.h"),)
+HEADERS = (Path(__file__).with_name("_simd.h"), Path(__file__).with_name("_parallel.h"))
 FLAGS = ["-O3", "-march=native", "-std=gnu++17", "-fPIC", "-shared", "-fno-strict-aliasing"]
+#: Added to :data:`FLAGS` where the kernels can share torch's OpenMP threads.
+OPENMP_FLAGS = ["-fopenmp"]
 CACHE_SECTION = "kernels"
 #: Column tile widths the kernel is compiled for.
 N_TILES = (8, 16, 32, 64)
@@ -84,13 +99,16 @@ def _cpu_signature() -> str:
     return "\n".join(sorted(set(keep)))
 
 
-def compile_kernel(exe: str, source: Path, out_dir: Path) -> dict[str, Any]:
+def compile_kernel(
+    exe: str, source: Path, out_dir: Path, flags: list[str] | None = None
+) -> dict[str, Any]:
     """Compile one kernel source into ``out_dir/kernel.so`` (a cache entry without metadata).
 
     Args:
         exe: The C++ compiler.
         source: The kernel's ``.cc`` file (it may include :data:`HEADERS`).
         out_dir: The cache entry's build folder.
+        flags: The compiler flags (default :data:`FLAGS`).
 
     Returns:
         The entry's metadata (none).
@@ -99,7 +117,7 @@ def compile_kernel(exe: str, source: Path, out_dir: Path) -> dict[str, Any]:
         KernelBuildError: the compiler could not run or failed.
     """
     so = out_dir / "kernel.so"
-    cmd = [exe, *FLAGS, "-o", str(so), str(source)]
+    cmd = [exe, *(FLAGS if flags is None else flags), "-o", str(so), str(source)]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -109,20 +127,98 @@ def compile_kernel(exe: str, source: Path, out_dir: Path) -> dict[str, Any]:
     return {}
 
 
-def kernel_key(source: Path, compiler: str) -> str:
-    """The cache key of ``source`` built by ``compiler`` (its identity) on this CPU: the
-    source and the headers it may include, the compiler, the flags and the CPU's features."""
+def kernel_key(source: Path, compiler: str, flags: list[str] | None = None) -> str:
+    """The cache key of ``source`` built by ``compiler`` (its identity) with ``flags``
+    (default :data:`FLAGS`) on this CPU: the source and the headers it may include, the
+    compiler, the flags and the CPU's features (a build with OpenMP never stands in for one
+    without, nor the reverse)."""
     texts = [source.read_text(), *(h.read_text() for h in HEADERS)]
-    key_src = "\n".join([*texts, compiler, " ".join(FLAGS), _cpu_signature()])
+    flag_text = " ".join(FLAGS if flags is None else flags)
+    key_src = "\n".join([*texts, compiler, flag_text, _cpu_signature()])
     return hashlib.sha256(key_src.encode()).hexdigest()
 
 
-def _build(exe: str, out_dir: Path) -> dict[str, Any]:
-    return compile_kernel(exe, SOURCE, out_dir)
+#: Kernels whose OpenMP build could not be used (a warning said so once).
+_OPENMP_REFUSED: set[str] = set()
 
 
-def _kernel_key(compiler: str) -> str:
-    return kernel_key(SOURCE, compiler)
+def _load_built(exe: str, compiler: str, source: Path, flags: list[str], what: str) -> Any:
+    """Build ``source`` with ``flags`` (or take it from the cache) and load it."""
+    from approxsim.multipliers import cache
+
+    key = kernel_key(source, compiler, flags)
+    try:
+        entry = cache.get_or_build(
+            CACHE_SECTION, key, lambda build_dir: compile_kernel(exe, source, build_dir, flags)
+        )
+    except cache.CacheError as exc:
+        # The cache is unusable or untrusted: never load a kernel from it.
+        raise KernelCacheError(str(exc)) from None
+    try:
+        return ctypes.CDLL(str(entry.path / "kernel.so"))
+    except OSError as exc:
+        raise KernelBuildError(f"cannot load the compiled {what}: {exc}") from None
+
+
+def load_kernel_library(source: Path, what: str) -> Any:
+    """Build (or take from the cache) and load one compiled kernel, on OpenMP where it can
+    share torch's threads (:func:`._threads.shared_openmp_runtime`), else without.
+
+    An OpenMP build that fails to compile or load, or that maps a second OpenMP runtime into
+    the process, is given up for the plain build, with one warning; ``APPROXSIM_CPU_THREADS=pool``
+    asks for the plain build (:func:`._threads.thread_choice`).
+
+    Args:
+        source: The kernel's ``.cc`` file.
+        what: What the kernel is, for messages ("CPU kernel").
+
+    Returns:
+        The loaded ``ctypes.CDLL``.
+
+    Raises:
+        KernelBuildError: no C++ compiler, or the plain build fails to compile or load.
+        KernelCacheError: the cache cannot be used.
+        ThreadSettingError: ``APPROXSIM_CPU_THREADS`` has an unknown value.
+    """
+    from approxsim.multipliers.cmodel import CompilerNotFoundError, compiler_identity, find_compiler
+
+    try:
+        exe = find_compiler("c++")
+    except CompilerNotFoundError as exc:
+        raise KernelBuildError(str(exc)) from None
+    compiler = compiler_identity(exe)
+    if thread_choice() == "auto" and shared_openmp_runtime() and what not in _OPENMP_REFUSED:
+        try:
+            lib = _load_built(exe, compiler, source, [*FLAGS, *OPENMP_FLAGS], what)
+        except KernelCacheError:
+            raise
+        except KernelBuildError as exc:
+            reason = str(exc).splitlines()[0]
+        else:
+            runtimes = mapped_openmp_runtimes()
+            if len(runtimes) == 1:
+                return lib
+            reason = f"it mapped a second OpenMP runtime ({', '.join(runtimes)})"
+        _OPENMP_REFUSED.add(what)
+        warnings.warn(
+            f"approxsim: the {what} cannot share torch's OpenMP threads ({reason}); it runs on "
+            "approxsim's own threads instead (results are the same).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return _load_built(exe, compiler, source, FLAGS, what)
+
+
+def uses_openmp(lib: Any) -> bool:
+    """Whether the loaded kernel ``lib`` runs its parallel loops on torch's OpenMP threads."""
+    flag = getattr(lib, "_approxsim_openmp", None)
+    if flag is None:
+        fn = lib.approxsim_openmp
+        fn.argtypes, fn.restype = [], ctypes.c_int
+        lib.approxsim_last_team.argtypes, lib.approxsim_last_team.restype = [], ctypes.c_int
+        flag = bool(fn())
+        lib._approxsim_openmp = flag
+    return bool(flag)
 
 
 _ARGTYPES: list[Any] = [
@@ -139,23 +235,8 @@ _ARGTYPES: list[Any] = [
 
 @functools.cache
 def _load_library() -> Any:
-    from approxsim.multipliers import cache
-    from approxsim.multipliers.cmodel import CompilerNotFoundError, compiler_identity, find_compiler
-
-    try:
-        exe = find_compiler("c++")
-    except CompilerNotFoundError as exc:
-        raise KernelBuildError(str(exc)) from None
-    key = _kernel_key(compiler_identity(exe))
-    try:
-        entry = cache.get_or_build(CACHE_SECTION, key, lambda build_dir: _build(exe, build_dir))
-    except cache.CacheError as exc:
-        # The cache is unusable or untrusted: never load a kernel from it; Numba runs instead.
-        raise KernelCacheError(str(exc)) from None
-    try:
-        lib = ctypes.CDLL(str(entry.path / "kernel.so"))
-    except OSError as exc:
-        raise KernelBuildError(f"cannot load the compiled CPU kernel: {exc}") from None
+    lib = load_kernel_library(SOURCE, "CPU kernel")
+    uses_openmp(lib)
     lib.approxsim_gemm_gather.argtypes = _ARGTYPES
     lib.approxsim_gemm_gather.restype = ctypes.c_int
     lib.approxsim_gather_work.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
@@ -175,7 +256,28 @@ def _load_library() -> Any:
     lib.approxsim_im2col_t.restype = None
     lib.approxsim_col2im_t.argtypes = [ctypes.c_void_p, *geometry, ctypes.c_void_p, i64, i64]
     lib.approxsim_col2im_t.restype = None
+    _declare_parallel(lib, geometry)
     return lib
+
+
+def _declare_parallel(lib: Any, geometry: list[Any]) -> None:
+    """Declare the argument types of the entry points that split work themselves."""
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.approxsim_gemm_parts.argtypes = [
+        *_ARGTYPES[:18], p, i64, i32, i32, i32, p, i64, p, i64, p, i32,
+    ]  # fmt: skip
+    lib.approxsim_gemm_parts.restype = None
+    lib.approxsim_gemm_chunks.argtypes = [
+        p, i64, i64, i64, p, i64, i64, i64, p, i64, i64, i64, i64, i64,  # a, b, partials, N
+        p, p, i32, i32, p, p, i64, i64, i64, i64, i32, i32, i32, p, i64, p, p, i32,
+    ]  # fmt: skip
+    lib.approxsim_gemm_chunks.restype = None
+    lib.approxsim_transpose_jobs.argtypes = [p, i64, i32]
+    lib.approxsim_transpose_jobs.restype = None
+    lib.approxsim_im2col_par.argtypes = [p, i64, i64, i64, i64, *geometry, p, i64, i32]
+    lib.approxsim_im2col_par.restype = None
+    lib.approxsim_col2im_par.argtypes = [p, *geometry, p, i64, i32]
+    lib.approxsim_col2im_par.restype = None
 
 
 _WARNED: list[bool] = []
@@ -217,8 +319,16 @@ COST_V = 0.2
 COST_STEP = {8: 2.5, 16: 3.0, 32: 4.0, 64: 6.0}
 COST_DIRECT = 0.9
 #: Estimated work (ns on one thread) below which a call stays on the calling thread: handing
-#: work to another thread and waiting for it costs tens of microseconds.
+#: work to approxsim's thread pool and waiting for it costs tens of microseconds.
 ONE_THREAD_NS = 200_000
+#: ... and on torch's OpenMP team (the lower of the two applies), where a parallel region
+#: costs a few microseconds (two blocks of a tiny transpose on two threads of a shared 2-core
+#: AMD EPYC, 2000 calls: 2.4 us best, 3.5 us median; 13 us and 27 us on the pool).
+ONE_THREAD_NS_OPENMP = 25_000
+#: Patch matrices, their adjoints and transposed copies of fewer elements than this stay on
+#: the calling thread (pool, OpenMP team).
+PARALLEL_MIN_ELEMENTS = 1 << 16
+PARALLEL_MIN_ELEMENTS_OPENMP = 1 << 14
 #: Long reductions with few output pieces are cut into k chunks of about this length,
 #: summed into separate partial outputs that are added in chunk order at the end: the
 #: threads then share the k range instead of each building the same V tables (or decoding
@@ -319,8 +429,11 @@ def lut_bmm_native(
     else:
         out = torch.empty(nb, r, n, dtype=torch.float32)
     workers = max(1, torch.get_num_threads())
+    one_thread_ns = ONE_THREAD_NS
+    if uses_openmp(lib):
+        one_thread_ns = min(one_thread_ns, ONE_THREAD_NS_OPENMP)
     swap, direct, kt, nt, chunks, parts, work_len = _schedule(
-        nb, r, k, n, mantissa_bits, workers, force, k_tile, ONE_THREAD_NS, K_CHUNK
+        nb, r, k, n, mantissa_bits, workers, force, k_tile, one_thread_ns, K_CHUNK
     )
     lut = lut_bits.contiguous()
     lut_t = _transposed(lut)
@@ -346,6 +459,15 @@ def lut_bmm_native(
         a.data_ptr(), *a.stride(), b.data_ptr(), *b.stride(), c.data_ptr(), *c.stride(),
         k, n, lut.data_ptr(), lut_t.data_ptr(), mantissa_bits, rounding,
     )  # fmt: skip
+    if uses_openmp(lib):
+        # One call: the kernel runs the parts on torch's OpenMP threads.
+        status_arr = np.zeros(len(parts), dtype=np.int32)
+        work = buffer("native", len(parts) * work_len, torch.float32).data_ptr()
+        lib.approxsim_gemm_parts(
+            *head, _int64_array(parts).ctypes.data, len(parts), nt, kt, int(direct), work,
+            work_len, ranges.ctypes.data, nb, status_arr.ctypes.data, len(parts),
+        )  # fmt: skip
+        return out, _merged_ranges(status_arr.tolist(), ranges, swap)
     jobs = [
         (
             *head,
@@ -368,6 +490,14 @@ def lut_bmm_native(
 
         run_jobs(call, [(j, *job) for j, job in enumerate(jobs)])
     return out, _merged_ranges(status, ranges, swap)
+
+
+@functools.lru_cache(maxsize=512)
+def _int64_array(rows: tuple[tuple[int, ...], ...]) -> np.ndarray:
+    """``rows`` as a C-contiguous int64 array (cached: plans repeat every step)."""
+    arr = np.ascontiguousarray(np.array(rows, dtype=np.int64))
+    arr.setflags(write=False)
+    return arr
 
 
 def _merged_ranges(status: list[int], ranges: np.ndarray, swap: bool) -> Tensor:
@@ -411,6 +541,50 @@ def _chunked(
     ranges = np.empty((len(chunks), nb, 6), dtype=np.int32)
     ranges[...] = _RANGES_INIT
     n_tiles = -(-n // nt)
+    if uses_openmp(lib):
+        status_arr = np.zeros(len(chunks), dtype=np.int32)
+        work = buffer("native", len(parts) * work_len, torch.float32).data_ptr()
+        lib.approxsim_gemm_chunks(
+            a.data_ptr(), *a.stride(), b.data_ptr(), *b.stride(),
+            partial.data_ptr(), *partial.stride(), n, lut.data_ptr(), lut_t.data_ptr(),
+            mantissa_bits, rounding, _int64_array(chunks).ctypes.data,
+            _int64_array(parts).ctypes.data, len(parts), nb, r, n_tiles, nt, kt, int(direct),
+            work, work_len, ranges.ctypes.data, status_arr.ctypes.data, len(parts),
+        )  # fmt: skip
+        status = status_arr.tolist()
+    else:
+        status = _chunks_on_pool(lib, a, b, partial, lut, lut_t, mantissa_bits, rounding,
+                                 direct, kt, nt, chunks, parts, work_len, ranges)  # fmt: skip
+    merged = _merged_ranges(status, ranges, swap)
+    total = partial[0]
+    for ci in range(1, len(chunks)):
+        total += partial[ci]
+    c.copy_(total)
+    return out, merged
+
+
+def _chunks_on_pool(
+    lib: Any,
+    a: Tensor,
+    b: Tensor,
+    partial: Tensor,
+    lut: Tensor,
+    lut_t: Tensor,
+    mantissa_bits: int,
+    rounding: int,
+    direct: bool,
+    kt: int,
+    nt: int,
+    chunks: tuple[tuple[int, int], ...],
+    parts: tuple[tuple[int, ...], ...],
+    work_len: int,
+    ranges: np.ndarray,
+) -> list[int]:
+    """The k chunks of :func:`_chunked` on approxsim's thread pool (a kernel without OpenMP);
+    returns each chunk's status."""
+    nb, r, _ = a.shape
+    n = b.shape[-1]
+    n_tiles = -(-n // nt)
     jobs = [
         (
             a.data_ptr() + 4 * k0 * a.stride(2), *a.stride(),
@@ -429,12 +603,7 @@ def _chunked(
             status[ci] = lib.approxsim_gemm_gather(*jobs[ci], work, ranges[ci].ctypes.data)
 
     run_jobs(call, [(j, lo, hi) for j, (lo, hi) in enumerate(parts)])
-    merged = _merged_ranges(status, ranges, swap)
-    total = partial[0]
-    for ci in range(1, len(chunks)):
-        total += partial[ci]
-    c.copy_(total)
-    return out, merged
+    return status
 
 
 @functools.lru_cache(maxsize=512)
@@ -491,6 +660,14 @@ def _schedule(
     return swap, direct, kt, nt, (), tuple(parts), work_len
 
 
+def _copy_workers(lib: Any, numel: int) -> int:
+    """Threads for a copy-like pass over ``numel`` elements (see :data:`PARALLEL_MIN_ELEMENTS`)."""
+    least = PARALLEL_MIN_ELEMENTS
+    if uses_openmp(lib):
+        least = min(least, PARALLEL_MIN_ELEMENTS_OPENMP)
+    return max(1, torch.get_num_threads()) if numel >= least else 1
+
+
 def transposed_copy(x: Tensor) -> Tensor:
     """``x.transpose(-2, -1).contiguous()`` for a contiguous float32 CPU tensor, by the
     compiled kernel's blocked transpose (torch's copy of a transposed view is several times
@@ -503,7 +680,7 @@ def transposed_copy(x: Tensor) -> Tensor:
     out = torch.empty(t.shape, dtype=x.dtype)
     src = x.reshape(-1, rows, cols)
     dst = out.view(-1, cols, rows)
-    workers = max(1, torch.get_num_threads()) if x.numel() >= 1 << 16 else 1
+    workers = _copy_workers(lib, x.numel())
     jobs = []
     for bi in range(src.shape[0]):
         sp, dp = src[bi].data_ptr(), dst[bi].data_ptr()
@@ -511,6 +688,10 @@ def transposed_copy(x: Tensor) -> Tensor:
             jobs.append((sp, cols, dp, rows, 0, rows, cols))
         else:
             jobs.extend((sp, cols, dp, rows, lo, hi, cols) for lo, hi in split_range(rows, workers))
+    if uses_openmp(lib):
+        table = np.array(jobs, dtype=np.int64)
+        lib.approxsim_transpose_jobs(table.ctypes.data, len(jobs), workers)
+        return out
     per = -(-len(jobs) // workers)
     groups = [jobs[i : i + per] for i in range(0, len(jobs), per)]
 
@@ -557,8 +738,11 @@ def im2col_t(lib: Any, x: Tensor, geometry: ConvGeometry2d, out: Tensor | None =
     else:
         out = out.view(shape)
     planes = c * kh * kw
-    workers = max(1, torch.get_num_threads()) if out.numel() >= 1 << 16 else 1
+    workers = _copy_workers(lib, out.numel())
     head = (x.data_ptr(), *x.stride(), n, h, w, *geometry, ho, wo, out.data_ptr())
+    if uses_openmp(lib):
+        lib.approxsim_im2col_par(*head, planes, workers)
+        return out
     run_jobs(lib.approxsim_im2col_t, [(*head, lo, hi) for lo, hi in split_range(planes, workers)])
     return out
 
@@ -573,7 +757,10 @@ def col2im_t(
     ho, wo = conv_out_size(h, kh, sh, dh, ph), conv_out_size(w, kw, sw, dw, pw)
     g = g.contiguous()
     gx = torch.zeros(shape, dtype=torch.float32)
-    workers = max(1, torch.get_num_threads()) if g.numel() >= 1 << 16 else 1
+    workers = _copy_workers(lib, g.numel())
     head = (g.data_ptr(), n, h, w, *geometry, ho, wo, gx.data_ptr())
+    if uses_openmp(lib):
+        lib.approxsim_col2im_par(*head, c, workers)
+        return gx
     run_jobs(lib.approxsim_col2im_t, [(*head, lo, hi) for lo, hi in split_range(c, workers)])
     return gx

@@ -1,8 +1,9 @@
 """The CPU kernel of ``approxsim::int_lut_bmm``: :file:`_int_kernel.cc`, built on first use.
 
 The source is compiled like the float kernel (:mod:`._cpu_native`: the same compiler, flags
-and cache section, its own cache key) and called through ctypes on the shared worker threads
-(:mod:`._threads`). It runs DESIGN §4's row gather on integers: per tile of B's columns a table
+and cache section, its own cache key) and called through ctypes; its blocks run on torch's
+OpenMP threads, else on approxsim's thread pool (:mod:`._threads`). It runs DESIGN §4's row
+gather on integers: per tile of B's columns a table
 ``V[k, i, n] = table[i, b[k, n] - min]``, then each output row is a sum of V rows picked by
 A's values — contiguous int32 vector adds, no per-product lookup. The sums are exact (int32
 partial sums over k tiles bounded by ``(2^31 - 1) / max|table|``, added into an int32 or int64
@@ -21,16 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from approxsim.ops._cpu_native import (
-    CACHE_SECTION,
+    ONE_THREAD_NS_OPENMP,
     KernelBuildError,
-    KernelCacheError,
-    compile_kernel,
     kernel_choice,
-    kernel_key,
+    load_kernel_library,
+    uses_openmp,
 )
 from approxsim.ops._scratch import buffer
 from approxsim.ops._threads import run_jobs, split_range
@@ -51,7 +52,9 @@ COST_STEP = {8: 1.0, 16: 1.5, 32: 2.5, 64: 4.5}
 #: row is read and written once per k tile, and measured on Zen 3 fewer, larger tiles win
 #: although they spill from L2.
 V_TILE_BYTES = 1 << 20
-#: Estimated work (ns on one thread) below which a call stays on the calling thread.
+#: Estimated work (ns on one thread) below which a call stays on the calling thread (on
+#: approxsim's thread pool; the float kernel's ``ONE_THREAD_NS_OPENMP`` where the kernel runs
+#: on torch's OpenMP team, if lower).
 ONE_THREAD_NS = 200_000
 _INT32_MAX = 2**31 - 1
 
@@ -69,28 +72,15 @@ _ARGTYPES: list[Any] = [
 
 @functools.cache
 def _load_library() -> Any:
-    from approxsim.multipliers import cache
-    from approxsim.multipliers.cmodel import CompilerNotFoundError, compiler_identity, find_compiler
-
-    try:
-        exe = find_compiler("c++")
-    except CompilerNotFoundError as exc:
-        raise KernelBuildError(str(exc)) from None
-    key = kernel_key(SOURCE, compiler_identity(exe))
-    try:
-        entry = cache.get_or_build(
-            CACHE_SECTION, key, lambda build_dir: compile_kernel(exe, SOURCE, build_dir)
-        )
-    except cache.CacheError as exc:
-        raise KernelCacheError(str(exc)) from None
-    try:
-        lib = ctypes.CDLL(str(entry.path / "kernel.so"))
-    except OSError as exc:
-        raise KernelBuildError(f"cannot load the compiled integer CPU kernel: {exc}") from None
+    lib = load_kernel_library(SOURCE, "integer CPU kernel")
+    uses_openmp(lib)
     lib.approxsim_int_gemm.argtypes = _ARGTYPES
     lib.approxsim_int_gemm.restype = ctypes.c_int
     lib.approxsim_int_work.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.approxsim_int_work.restype = ctypes.c_int64
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.approxsim_int_gemm_parts.argtypes = [*_ARGTYPES[:20], p, i64, i32, i32, i32, p, i64, p, i32]
+    lib.approxsim_int_gemm_parts.restype = None
     return lib
 
 
@@ -232,7 +222,10 @@ def int_lut_bmm_cpu(a: Tensor, b: Tensor, table: Tensor, min_value: int, acc_int
         kt = max(1, min(kt, _INT32_MAX // maxabs))
     n_tiles = -(-n // nt)
     workers = max(1, torch.get_num_threads())
-    if nb * cost < ONE_THREAD_NS:
+    one_thread_ns = ONE_THREAD_NS
+    if uses_openmp(lib):
+        one_thread_ns = min(one_thread_ns, ONE_THREAD_NS_OPENMP)
+    if nb * cost < one_thread_ns:
         workers = 1
     if n_tiles >= workers or workers == 1:
         parts = [(0, nb, 0, r, lo, hi) for lo, hi in split_range(n_tiles, workers)]
@@ -247,13 +240,7 @@ def int_lut_bmm_cpu(a: Tensor, b: Tensor, table: Tensor, min_value: int, acc_int
         c.data_ptr(), int(acc_int64), *c.stride(),
         k, n, tab_t.data_ptr(), rows, min_value,
     )  # fmt: skip
-    status = [0] * len(parts)
-
-    def call(j: int, *part: int) -> None:
-        work = buffer(f"int{j}", work_len, torch.uint8).data_ptr()
-        status[j] = lib.approxsim_int_gemm(*head, *part, nt, kt, v_kind, work)
-
-    run_jobs(call, [(j, *part) for j, part in enumerate(parts)])
+    status = _run_parts(lib, head, parts, nt, kt, v_kind, work_len)
     if any(s < 0 for s in status):
         raise RuntimeError(f"approxsim integer CPU kernel failed with status {status}")
     if any(status):
@@ -261,6 +248,36 @@ def int_lut_bmm_cpu(a: Tensor, b: Tensor, table: Tensor, min_value: int, acc_int
         a0, b0 = (b.transpose(1, 2), a.transpose(1, 2)) if swap else (a, b)
         _raise_range(a0, b0, min_value, rows)
     return out
+
+
+def _run_parts(
+    lib: Any,
+    head: tuple[int, ...],
+    parts: list[tuple[int, int, int, int, int, int]],
+    nt: int,
+    kt: int,
+    v_kind: int,
+    work_len: int,
+) -> list[int]:
+    """Run the kernel on each ``(b_lo, b_hi, r_lo, r_hi, t_lo, t_hi)`` block of ``parts``, on
+    torch's OpenMP threads (one call) or on approxsim's thread pool; returns each status."""
+    if uses_openmp(lib):
+        status_arr = np.zeros(len(parts), dtype=np.int32)
+        table = np.array(parts, dtype=np.int64)
+        work = buffer("int", len(parts) * work_len, torch.uint8).data_ptr()
+        lib.approxsim_int_gemm_parts(
+            *head, table.ctypes.data, len(parts), nt, kt, v_kind, work, work_len,
+            status_arr.ctypes.data, len(parts),
+        )  # fmt: skip
+        return [int(v) for v in status_arr]
+    status = [0] * len(parts)
+
+    def call(j: int, *part: int) -> None:
+        work = buffer(f"int{j}", work_len, torch.uint8).data_ptr()
+        status[j] = lib.approxsim_int_gemm(*head, *part, nt, kt, v_kind, work)
+
+    run_jobs(call, [(j, *part) for j, part in enumerate(parts)])
+    return status
 
 
 def _raise_range(a: Tensor, b: Tensor, min_value: int, rows: int) -> None:

@@ -2,7 +2,8 @@
 //
 // Compiled on first use by approxsim.ops._int_cpu (the same compiler and flags as the float
 // kernel) and called through ctypes; one call computes one block of the output, the caller
-// runs blocks on its own threads.
+// runs blocks on its own threads, or approxsim_int_gemm_parts runs them on the OpenMP team
+// torch uses (see _parallel.h).
 //
 // Semantics (DESIGN §2): operands are integer values in [min, min + rows); the product of a
 // and b is table[a - min][b - min] (int32), and C[r, n] = Σ_k table[a[r,k] - min][b[k,n] - min]
@@ -25,6 +26,7 @@
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
+#include "_parallel.h"
 #include "_simd.h"
 
 namespace {
@@ -384,6 +386,31 @@ int approxsim_int_gemm(const void* a, int a_kind, int64_t sab, int64_t sar, int6
         bad |= status;
     }
     return bad;
+}
+
+// 1 when this kernel's parallel loops run on OpenMP (see _parallel.h), else 0.
+int approxsim_openmp() { return approxsim_parallel::openmp_enabled(); }
+
+// Threads in the team of the last parallel loop (1 when it ran serially).
+int approxsim_last_team() { return approxsim_parallel::last_team(); }
+
+// approxsim_int_gemm over n_parts blocks parts[j] = (b_lo, b_hi, r_lo, r_hi, t_lo, t_hi), on
+// up to `threads` threads: block j with work + j·work_len bytes as scratch and status[j] for
+// its return value.
+void approxsim_int_gemm_parts(const void* a, int a_kind, int64_t sab, int64_t sar, int64_t sak,
+                              const void* b, int b_kind, int64_t sbb, int64_t sbk, int64_t sbn,
+                              void* c, int c64, int64_t scb, int64_t scr, int64_t scn, int64_t K,
+                              int64_t N, const int32_t* table_t, int rows, int64_t min_value,
+                              const int64_t* parts, int64_t n_parts, int n_tile, int k_tile,
+                              int v_kind, char* work, int64_t work_len, int32_t* status,
+                              int threads) {
+    approxsim_parallel::for_parts(n_parts, threads, [&](int64_t j) {
+        const int64_t* p = parts + 6 * j;
+        status[j] = approxsim_int_gemm(a, a_kind, sab, sar, sak, b, b_kind, sbb, sbk, sbn, c, c64,
+                                       scb, scr, scn, K, N, table_t, rows, min_value, p[0], p[1],
+                                       p[2], p[3], p[4], p[5], n_tile, k_tile, v_kind,
+                                       work + j * work_len);
+    });
 }
 
 }  // extern "C"

@@ -1,20 +1,73 @@
-"""The CPU kernels' worker threads: one shared pool and the rule for splitting work.
+"""The CPU kernels' worker threads: which runtime runs them and the rule for splitting work.
 
-The compiled and the Numba kernels release the GIL and run on plain Python threads rather than
-an OpenMP pool of their own: two OpenMP runtimes (Numba's and PyTorch's) spinning on two cores
-cost tens of milliseconds per hand-over. How many threads a call uses follows
-``torch.get_num_threads()``, so one setting governs torch and approxsim alike.
+Where torch runs its own operators on the GNU OpenMP runtime (libgomp, as the Linux wheels
+do), the compiled kernels are built with ``-fopenmp`` and their parallel loops run on the very
+thread team torch uses (:func:`shared_openmp_runtime`): the kernel's ``libgomp.so.1`` is the
+copy torch already loaded. A second set of threads would fight torch's: OpenMP workers spin
+for a while after each parallel region (``OMP_WAIT_POLICY`` unset), so approxsim's threads and
+torch's took the cores from each other on every hand-over.
+
+Elsewhere (another OpenMP runtime, an OpenMP build that cannot be used, the Numba kernel)
+the kernels release the GIL and run on one shared pool of plain Python threads
+(:func:`run_jobs`) rather than an OpenMP pool of their own: two OpenMP runtimes (Numba's and
+PyTorch's) spinning on two cores cost tens of milliseconds per hand-over.
+
+``APPROXSIM_CPU_THREADS=pool`` keeps the compiled kernels on that pool even where they could
+share torch's threads (:func:`thread_choice`), to compare the two or to step around a problem.
+
+Either way, how many threads a call uses follows ``torch.get_num_threads()`` (which
+``OMP_NUM_THREADS`` and ``torch.set_num_threads`` set), so one setting governs torch and
+approxsim alike; ``OMP_WAIT_POLICY`` and the other ``OMP_*`` variables act on the one runtime.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["parallel", "run_jobs", "split_range"]
+from approxsim.errors import ApproxsimError
+
+__all__ = [
+    "ThreadSettingError",
+    "mapped_openmp_runtimes",
+    "parallel",
+    "run_jobs",
+    "shared_openmp_runtime",
+    "split_range",
+    "thread_choice",
+]
+
+#: File names of OpenMP runtimes (GNU, LLVM, Intel) as they appear among mapped files.
+_OPENMP_NAMES = ("libgomp", "libomp", "libiomp")
+
+
+class ThreadSettingError(ApproxsimError, ValueError):
+    """``APPROXSIM_CPU_THREADS`` has a value other than ``auto`` or ``pool``."""
+
+
+def thread_choice() -> str:
+    """``"auto"`` or ``"pool"`` from ``$APPROXSIM_CPU_THREADS`` (read when a kernel loads).
+
+    ``auto`` (the default) runs the compiled kernels on torch's OpenMP threads where they can
+    share them (:func:`shared_openmp_runtime`); ``pool`` keeps them on approxsim's own pool.
+
+    Raises:
+        ThreadSettingError: any other value.
+    """
+    choice = os.environ.get("APPROXSIM_CPU_THREADS", "auto").strip().lower() or "auto"
+    if choice not in ("auto", "pool"):
+        raise ThreadSettingError(
+            f"APPROXSIM_CPU_THREADS must be 'auto' (torch's OpenMP threads where possible) or "
+            f"'pool' (approxsim's own threads), got {choice!r}"
+        )
+    return choice
+
 
 #: The pool, made on first use (a one-element list so it is created once).
 _POOL: list[ThreadPoolExecutor] = []
@@ -67,3 +120,37 @@ def parallel(fn: Callable[..., None], n: int, *args: Any) -> None:
     """
     workers = max(1, min(torch.get_num_threads(), n // 256 or 1))
     run_jobs(fn, [(*args, lo, hi) for lo, hi in split_range(n, workers)])
+
+
+def mapped_openmp_runtimes(maps: Path = Path("/proc/self/maps")) -> list[str]:
+    """The OpenMP runtime libraries mapped into this process (Linux; empty elsewhere).
+
+    Args:
+        maps: The process's memory map (``/proc/self/maps``).
+
+    Returns:
+        The distinct paths of mapped files whose name starts like an OpenMP runtime's
+        (``libgomp``, ``libomp``, ``libiomp``), sorted.
+    """
+    try:
+        text = maps.read_text()
+    except OSError:
+        return []
+    found = set()
+    for line in text.splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and Path(fields[5]).name.startswith(_OPENMP_NAMES):
+            found.add(fields[5].strip())
+    return sorted(found)
+
+
+def shared_openmp_runtime() -> bool:
+    """Whether a kernel built with ``g++ -fopenmp`` would share torch's OpenMP threads.
+
+    True on Linux when torch was built with OpenMP and the one OpenMP runtime mapped into the
+    process is GNU's libgomp (the kernel's ``libgomp.so.1`` then resolves to that copy).
+    """
+    if not sys.platform.startswith("linux") or not torch.backends.openmp.is_available():
+        return False
+    runtimes = mapped_openmp_runtimes()
+    return len(runtimes) == 1 and Path(runtimes[0]).name.startswith("libgomp")
