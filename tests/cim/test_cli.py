@@ -198,7 +198,7 @@ def test_ctrl_c_during_a_search_keeps_the_worst_so_far(
     import approxsim.cim.search as search_mod
     from approxsim.cim import DeviceConfig, SearchConfig, worst_case_search
 
-    real = search_mod._one_restart
+    real = search_mod.run_component
     calls = {"n": 0}
 
     def flaky(*a: object, **k: object) -> object:
@@ -207,12 +207,12 @@ def test_ctrl_c_during_a_search_keeps_the_worst_so_far(
             raise KeyboardInterrupt
         return real(*a, **k)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(search_mod, "_one_restart", flaky)
+    monkeypatch.setattr(search_mod, "run_component", flaky)
     res = worst_case_search(
         trained_mlp,  # type: ignore[arg-type]
         blobs[0],
         DeviceConfig(),
-        SearchConfig(eps=0.2, steps=5, restarts=3),
+        SearchConfig(eps=0.2, method="pgd", steps=5, restarts=3),
     )
     assert res.interrupted and len(res.restart_accuracies) == 1
     calls["n"] = 1  # the next call raises: before any restart finished
@@ -225,27 +225,21 @@ def test_ctrl_c_during_a_search_keeps_the_worst_so_far(
         )
 
 
-@pytest.mark.parametrize("action", ["mc", "eval", "train"])
+@pytest.mark.parametrize("action", ["mc", "eval", "train", "attack", "sweep"])
 def test_clip_flag_reaches_the_device_config(action: str) -> None:
     from approxsim.cli import build_parser
     from approxsim.cli.cim_commands import device_config_from_args as _device_config
 
     where = ["--out", "x"] if action == "train" else ["--checkpoint", "x"]
-    argv = ["cim", action, *where, "--sigma", "0.1"]
+    if action in ("attack", "sweep"):  # the searching commands have no --sigma
+        argv = ["cim", action, *where, "--eps", "0.1", "--out", "o"]
+    else:
+        argv = ["cim", action, *where, "--sigma", "0.1"]
     if action == "train":
         argv += ["--method", "noise"]
     parser = build_parser()
     assert _device_config(parser.parse_args([*argv, "--clip"])).clip is True
     assert _device_config(parser.parse_args(argv)).clip is False
-
-
-@pytest.mark.parametrize("action", ["attack", "sweep"])
-def test_searching_commands_have_no_clip_flag(
-    action: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit):
-        main(["cim", action, "--checkpoint", "x", "--eps", "0.1", "--out", "o", "--clip"])
-    assert "--clip" in capsys.readouterr().err
 
 
 def test_clipped_mc_and_eval_agree_and_misuse_is_refused(
@@ -331,3 +325,39 @@ def test_cim_train_takes_the_training_options(tmp_path: Path) -> None:
         include=tuple(args.include),
     )  # fmt: skip
     assert cfg.include == ("fc*",) and cfg.device_model == DeviceConfig(sigma=0.1)  # ... maps them
+
+
+def test_clipped_attack_and_sweep_print_and_record_origin_and_cost(
+    tmp_path: Path, std_run: Path, fashion_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The default search (auto) with --clip and --budget: which run found the chip and what
+    it cost, printed and in the files; the clipped chip replays."""
+    p, res = tmp_path / "p.pt", tmp_path / "attack.json"
+    rc, text, _ = _run(
+        capsys, "cim", "attack", *_common(std_run, fashion_dir), "--eps", "0.1", "--clip",
+        "--budget", "4", "--save", str(p), "--out", str(res),
+    )  # fmt: skip
+    assert rc == 0 and "found by" in text and "4 of 4 gradient steps" in text
+    assert "device space" in text
+    r = json.loads(res.read_text())
+    assert r["search"]["method"] == "auto" and r["device"]["clip"] is True
+    assert r["cost"]["gradient_steps"] == 4 and r["found_by"] in {x["run"] for x in r["runs"]}
+    rc, text, _ = _run(
+        capsys, "cim", "eval", *_common(std_run, fashion_dir), "--perturbation", str(p),
+        "--max-samples", str(N_TEST // 2), "--json",
+    )  # fmt: skip
+    assert rc == 0 and json.loads(text)["accuracy"] == r["attack_accuracy"]
+    rc, _, err = _run(
+        capsys, "cim", "attack", *_common(std_run, fashion_dir), "--eps", "0.1", "--budget", "1"
+    )
+    assert rc == 2 and "budget 1" in err
+    rc, text, _ = _run(
+        capsys, "cim", "sweep", *_common(std_run, fashion_dir), "--eps", "0.05", "0.1",
+        "--clip", "--samples", "2", "--budget", "2", "--out", str(tmp_path / "sw"),
+    )  # fmt: skip
+    assert rc == 0, text
+    doc = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    assert doc["device"]["clip"] is True and doc["methods"] == ["auto"]
+    pts = doc["models"][0]["points"]
+    assert all(pt["worst"]["auto"]["space"] == "device" for pt in pts)
+    assert "monotonicity" in pts[1]

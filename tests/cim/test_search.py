@@ -32,7 +32,7 @@ def pgd_result(trained_mlp: nn.Module, blobs: tuple):  # type: ignore[no-untyped
         trained_mlp,
         attack,
         DeviceConfig(),
-        SearchConfig(eps=EPS, steps=40, restarts=2, batch_size=128, seed=0),
+        SearchConfig(eps=EPS, method="pgd", steps=40, restarts=2, batch_size=128, seed=0),
         heldout_data=held,
     )
 
@@ -106,7 +106,7 @@ def test_search_is_reproducible_and_replays(
         trained_mlp,
         attack,
         DeviceConfig(),
-        SearchConfig(eps=EPS, steps=40, restarts=2, batch_size=128, seed=0),
+        SearchConfig(eps=EPS, method="pgd", steps=40, restarts=2, batch_size=128, seed=0),
         heldout_data=held,
     )
     assert again.restart_accuracies == pgd_result.restart_accuracies
@@ -114,7 +114,7 @@ def test_search_is_reproducible_and_replays(
         assert torch.equal(again.perturbation.deviations[k], v)
     other = worst_case_search(
         trained_mlp, attack, DeviceConfig(),
-        SearchConfig(eps=EPS, steps=40, restarts=2, batch_size=128, seed=1),
+        SearchConfig(eps=EPS, method="pgd", steps=40, restarts=2, batch_size=128, seed=1),
     )  # fmt: skip
     assert not torch.equal(other.perturbation.deviations["0"], again.perturbation.deviations["0"])
     path = pgd_result.perturbation.save(tmp_path / "worst.pt")
@@ -145,6 +145,9 @@ def test_margin_loss() -> None:
         ({"eps": 0.1, "step_size": 0}, "step_size"),
         ({"eps": 0.1, "kappa": -1}, "kappa"),
         ({"eps": 0.1, "seed": -3}, "seed"),
+        ({"eps": 0.1, "objective": "hinge"}, "objective"),
+        ({"eps": 0.1, "space": "chip"}, "space"),
+        ({"eps": 0.1, "budget": 0}, "budget"),
     ],
 )
 def test_bad_search_configs_are_rejected(kw: dict, match: str) -> None:
@@ -152,13 +155,16 @@ def test_bad_search_configs_are_rejected(kw: dict, match: str) -> None:
         SearchConfig(**kw)
 
 
-def test_search_and_sweep_refuse_clipping(trained_mlp: nn.Module, blobs: tuple) -> None:
-    """The per-weight box does not model clipped devices: a clear error, never ignored."""
-    from approxsim.cim import run_sweep
-
-    attack, held = blobs
+def test_per_weight_space_refuses_clipping(trained_mlp: nn.Module, blobs: tuple) -> None:
+    """The per-weight box does not model clipped devices: asked for, a clear error."""
+    attack, _ = blobs
     cfg = DeviceConfig(clip=True)
     with pytest.raises(CIMError, match="clip"):
-        worst_case_search(trained_mlp, attack, cfg, SearchConfig(eps=0.1, steps=1, restarts=1))
-    with pytest.raises(CIMError, match="clip"):
-        run_sweep([("m", trained_mlp)], attack, held, [0.1], config=cfg, mc_samples=1)
+        worst_case_search(
+            trained_mlp, attack, cfg, SearchConfig(eps=0.1, space="weight", steps=1, restarts=1)
+        )
+
+
+def test_a_budget_below_the_number_of_runs_is_refused(trained_mlp: nn.Module, blobs: tuple) -> None:
+    with pytest.raises(CIMError, match="budget 1 is smaller than the 2 runs"):
+        worst_case_search(trained_mlp, blobs[0], DeviceConfig(), SearchConfig(eps=0.1, budget=1))

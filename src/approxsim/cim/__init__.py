@@ -14,7 +14,8 @@ device deviates by at most ``ε`` (worst-case search, after Yan, Hu and Shi, ICC
 * :func:`monte_carlo` — accuracy over sampled chips with percentiles and intervals;
   :func:`run_monte_carlo` — the same as a resumable run with a result file (Ctrl-C keeps the
   chips done, ``resume=True`` continues them) that can save the worst chip.
-* :func:`worst_case_search` — PGD / CW-style search of the worst deviations in a bound.
+* :func:`worst_case_search` — search of the worst deviations in a bound (``"auto"``: several
+  objectives and starts in one budget; PGD; CW-style), per weight or per device (clipping).
 * :func:`train_cim` — noise-injection and adversarial weight-perturbation training.
 * :func:`run_sweep` / :func:`sweep_table` — accuracy versus variation magnitude (the figure:
   :func:`approxsim.plots.cim.plot_sweep`, also importable from here).
@@ -57,14 +58,17 @@ from approxsim.cim.montecarlo import (
     run_monte_carlo,
 )
 from approxsim.cim.search import (
+    AUTO_SCHEDULE,
+    OBJECTIVES,
     SEARCH_METHODS,
+    SEARCH_SPACES,
     SearchConfig,
     SearchResult,
     margin_loss,
     worst_case_search,
 )
 from approxsim.cim.stats import quantile_interval, summarize
-from approxsim.cim.sweep import plot_sweep, run_sweep, sweep_table
+from approxsim.cim.sweep import monotonicity_breaks, plot_sweep, run_sweep, sweep_table
 from approxsim.cim.training import TRAIN_METHODS, CIMTrainConfig, train_cim
 
 __all__ = [
@@ -99,6 +103,9 @@ __all__ = [
     "summarize",
     "quantile_interval",
     "SEARCH_METHODS",
+    "SEARCH_SPACES",
+    "OBJECTIVES",
+    "AUTO_SCHEDULE",
     "SearchConfig",
     "SearchResult",
     "worst_case_search",
@@ -109,4 +116,5 @@ __all__ = [
     "run_sweep",
     "plot_sweep",
     "sweep_table",
+    "monotonicity_breaks",
 ]

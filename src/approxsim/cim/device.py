@@ -146,8 +146,9 @@ class DeviceConfig:
     ``[0, 1]``: the effective deviation becomes ``clip(g_i + Δg_i, 0, 1) - g_i`` and depends
     on the level ``g_i`` (digit) the device holds (see :func:`effective_deviations`). Applies to
     chips formed from device deviations (:func:`~approxsim.cim.sample_perturbation`,
-    :func:`~approxsim.cim.chip`, noise-injection training); the worst-case search, whose box
-    is per weight, refuses it. ``False``: deviations are purely additive (the default)."""
+    :func:`~approxsim.cim.chip`, noise-injection training) and to the worst-case search,
+    which then searches per device inside each device's range; adversarial training refuses
+    it. ``False``: deviations are purely additive (the default)."""
 
     def __post_init__(self) -> None:
         _check_int("weight_bits", self.weight_bits, 1, MAX_WEIGHT_BITS)

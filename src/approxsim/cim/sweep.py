@@ -8,8 +8,18 @@ records
   held-out split — its mean and 1st / 5th percentiles with intervals; with
   ``mc_bounded=True`` the chips are write-verified to ``|Δg| ≤ ε_d``, so every Monte Carlo
   chip lies inside the box the search explores;
-* the worst case found by each search method in the box ``|Δg| ≤ ε_d`` (per-weight
-  ``|Δw| ≤ ε_w · s``), searched on the attack split and scored on both splits.
+* the worst case found by each search method (default ``"auto"``) in the box
+  ``|Δg| ≤ ε_d`` (per-weight ``|Δw| ≤ ε_w · s``; with a clipping device model the device box
+  ``[-ε_d, ε_d] ∩ [-g, 1 - g]``), searched on the attack split and scored on both splits,
+  with the run that found it and what the search cost.
+
+**Monotonicity in ε.** A chip within a bound ε is within every larger bound, so the true
+worst-case accuracy cannot rise with ε. Points are checked against the worst chip found at
+the next smaller ε of the same model: when a search at the larger ε found a weaker worst case
+(it "broke monotonicity"), the smaller-ε chip is scored in its place (it is feasible there)
+and the point records ``"monotonicity": {"broken": true, ...}``; :func:`monotonicity_breaks`
+lists the breaks a sweep document still shows (e.g. pieces computed before a resume, whose
+chips are not kept).
 
 The results are one JSON document (schema ``approxsim.cim.sweep/1``), rewritten after every
 completed piece, so an interrupted sweep keeps its results and ``previous=`` continues it.
@@ -29,7 +39,7 @@ from torch import nn
 
 from approxsim._runtime import ProgressFactory, ProgressLike
 from approxsim._text import text_table
-from approxsim.cim.chip import PatternArg, chip
+from approxsim.cim.chip import PatternArg, Perturbation, chip
 from approxsim.cim.device import CIMError, DeviceConfig, per_device_bound, per_weight_bound
 from approxsim.cim.evaluation import DataLike, accuracy, num_samples
 from approxsim.cim.montecarlo import monte_carlo
@@ -38,7 +48,7 @@ from approxsim.cim.search import SEARCH_METHODS, SearchConfig, worst_case_search
 # The figure is drawn in approxsim.plots; importable from here as before.
 from approxsim.plots.cim import plot_sweep
 
-__all__ = ["SWEEP_SCHEMA", "run_sweep", "plot_sweep", "sweep_table"]
+__all__ = ["SWEEP_SCHEMA", "run_sweep", "plot_sweep", "sweep_table", "monotonicity_breaks"]
 
 SWEEP_SCHEMA = "approxsim.cim.sweep/1"
 
@@ -84,7 +94,7 @@ def run_sweep(
     mc_bounded: bool = False,
     seed: int = 0,
     search: SearchConfig | None = None,
-    methods: Sequence[str] = ("pgd",),
+    methods: Sequence[str] = ("auto",),
     include: PatternArg = None,
     exclude: PatternArg = None,
     batch_size: int = 1000,
@@ -101,15 +111,15 @@ def run_sweep(
         attack_data: Split the worst-case searches optimize on.
         heldout_data: Split the Monte Carlo chips and the found perturbations are scored on.
         eps_values: Bounds, in ``unit``.
-        config: Device model (bits, mapping); default ``DeviceConfig()``. ``clip`` must be
-            off (the worst-case search does not support it).
+        config: Device model (bits, mapping, ``clip``); default ``DeviceConfig()``. With
+            ``clip`` the Monte Carlo chips are clipped and the searches run in device space.
         unit: ``"weight"`` (fraction of the layer's ``max|w|``) or ``"device"``.
         mc_samples: Chips per point.
         mc_bounded: Write-verify the Monte Carlo chips to the bound.
         seed: Seed of the Monte Carlo chips and the searches.
         search: Search settings (``eps``, ``unit``, ``method`` are set per point); default
             ``SearchConfig(eps=1)`` with its defaults otherwise.
-        methods: Search methods to run (``"pgd"``, ``"cw"``).
+        methods: Search methods to run (``"auto"``, ``"pgd"``, ``"cw"``).
         include: Layers to map.
         exclude: Layers to keep digital.
         batch_size: Scoring batch size.
@@ -125,14 +135,15 @@ def run_sweep(
         The result document (see the module docstring).
 
     Raises:
-        CIMError: invalid settings (among them ``config.clip``), or ``previous`` made with
-            other settings.
+        CIMError: invalid settings, or ``previous`` made with other settings.
         KeyboardInterrupt: Ctrl-C; every piece finished before it was passed to
             ``on_update``.
     """
     config = config or DeviceConfig()
     _check_arguments(config, unit, eps_values, methods, [label for label, _ in models])
     search = search or SearchConfig(eps=1.0)
+    for method in methods:  # a budget too small for a method's runs: refused before any work
+        dataclasses.replace(search, method=method).components()
     data = dict(data_info or {})
     data.setdefault("attack_samples", num_samples(attack_data))
     data.setdefault("heldout_samples", num_samples(heldout_data))
@@ -169,10 +180,17 @@ def run_sweep(
         if entry["clean"] is None:
             entry["clean"] = run.clean(model)
             run.save()
+        points = {}
         for eps in eps_values:
-            point: dict[str, Any] = dict(old_points.get(float(eps), {}))
+            # Every point names its ε from the start: a document saved before the point is
+            # reached still reads as a sweep (and can be continued).
+            point: dict[str, Any] = {"eps": float(eps), **old_points.get(float(eps), {})}
             entry["points"].append(point)
-            run.point(label, model, float(eps), point)
+            points[float(eps)] = point
+        # Smallest ε first, so each point can be checked against the chip of the one below.
+        carried: tuple[float, Perturbation] | None = None
+        for eps in sorted(points):
+            carried = run.point(label, model, eps, points[eps], carried)
     return doc
 
 
@@ -184,11 +202,6 @@ def _check_arguments(
     labels: list[str],
 ) -> None:
     """Refuse invalid sweep settings before any work starts."""
-    if config.clip:  # checked before any Monte Carlo work, not when the first search starts
-        raise CIMError(
-            "a sweep runs the worst-case search, which does not support conductance clipping "
-            "(clip=True); use a device model with clip=False"
-        )
     if unit not in ("weight", "device"):
         raise CIMError(f"unit must be 'weight' or 'device', got {unit!r}")
     if not eps_values or not all(
@@ -278,8 +291,28 @@ class _SweepRun:
             h.check_called()
         return {"float_heldout": float_acc, "chip_heldout": chip_held, "chip_attack": chip_att}
 
-    def point(self, label: str, model: nn.Module, eps: float, point: dict[str, Any]) -> None:
-        """Complete one ``(model, ε)`` point in place (keeping the pieces it already has)."""
+    def point(
+        self,
+        label: str,
+        model: nn.Module,
+        eps: float,
+        point: dict[str, Any],
+        carried: tuple[float, Perturbation] | None,
+    ) -> tuple[float, Perturbation] | None:
+        """Complete one ``(model, ε)`` point in place (keeping the pieces it already has).
+
+        Args:
+            label: The model's label.
+            model: The model.
+            eps: The bound.
+            point: The point's dict (filled in).
+            carried: ``(ε', chip)``: the worst chip found at the next smaller bound ``ε'``
+                in this run (``None``: none).
+
+        Returns:
+            ``(ε, chip)`` of this point's worst chip for the next point, or ``None`` when
+            its searches were not run here (resumed) and no chip was carried.
+        """
         eps_d = eps if self.unit == "device" else per_device_bound(eps, self.config)
         eps_w = eps if self.unit == "weight" else per_weight_bound(eps, self.config)
         point.update(eps=eps, eps_weight=eps_w, eps_device=eps_d, sigma=eps_d)
@@ -287,14 +320,44 @@ class _SweepRun:
             point["monte_carlo"] = self.monte_carlo(label, model, eps, eps_d)
             self.save()
         worst = point.setdefault("worst", {})
+        chips: dict[str, tuple[float, Perturbation]] = {}
         for method in self.methods:
             if method not in worst:
-                worst[method] = self.worst_case(label, model, eps, method)
+                worst[method], pert = self.worst_case(label, model, eps, method)
+                chips[method] = (worst[method]["attack_accuracy"], pert)
                 self.save()
         done = [worst[m] for m in self.methods if m in worst]
         point["worst_attack"] = min(w["attack_accuracy"] for w in done)
         point["worst_heldout"] = min(w["heldout_accuracy"] for w in done)
+        best = (eps, min(chips.values(), key=lambda c: c[0])[1]) if chips else None
+        if carried is not None and "monotonicity" not in point:
+            point["monotonicity"] = self.check_carried(model, point, carried)
+            if point["monotonicity"]["broken"]:
+                best = (eps, carried[1])
         self.save()
+        return best if best is not None else carried
+
+    def check_carried(
+        self, model: nn.Module, point: dict[str, Any], carried: tuple[float, Perturbation]
+    ) -> dict[str, Any]:
+        """Score the smaller bound's worst chip (feasible at this bound); where it is worse
+        on the attack split than this point's searches, it becomes the point's worst case."""
+        eps_small, pert = carried
+        with chip(model, pert, include=self.include, exclude=self.exclude):
+            att = accuracy(model, self.attack_data, batch_size=self.batch_size)
+            held = accuracy(model, self.heldout_data, batch_size=self.batch_size)
+        broken = att < point["worst_attack"]
+        out: dict[str, Any] = {
+            "broken": broken,
+            "checked_against_eps": eps_small,
+            "smaller_eps_chip_attack": att,
+            "smaller_eps_chip_heldout": held,
+        }
+        if broken:
+            out["searched_attack"] = point["worst_attack"]
+            out["searched_heldout"] = point["worst_heldout"]
+            point["worst_attack"], point["worst_heldout"] = att, held
+        return out
 
     def monte_carlo(self, label: str, model: nn.Module, eps: float, eps_d: float) -> dict[str, Any]:
         """The Monte Carlo piece of a point: chips with ``σ = ε_d`` on the held-out split."""
@@ -318,10 +381,12 @@ class _SweepRun:
             )
         return {**mc.summary, "accuracies": mc.accuracies, "seconds": round(mc.seconds, 3)}
 
-    def worst_case(self, label: str, model: nn.Module, eps: float, method: str) -> dict[str, Any]:
-        """The worst-case piece of a point for one search method."""
+    def worst_case(
+        self, label: str, model: nn.Module, eps: float, method: str
+    ) -> tuple[dict[str, Any], Perturbation]:
+        """The worst-case piece of a point for one search method, and its chip."""
         scfg = dataclasses.replace(self.search, eps=eps, unit=self.unit, method=method)
-        total = scfg.restarts * scfg.steps * scfg.batch_size
+        total = scfg.total_budget * scfg.batch_size
         with self.bar(f"{label} eps={eps:g} {method}", total) as b:
             res = worst_case_search(
                 model,
@@ -336,13 +401,62 @@ class _SweepRun:
             )
         if res.interrupted:
             raise KeyboardInterrupt
-        return {
+        piece = {
             "attack_accuracy": res.attack_accuracy,
             "heldout_accuracy": res.heldout_accuracy,
+            "found_by": res.found_by,
+            "space": res.space,
+            "runs": res.runs,
             "restart_accuracies": res.restart_accuracies,
+            "cost": res.cost,
             "perturbation_stats": res.stats,
             "seconds": round(res.seconds, 3),
         }
+        return piece, res.perturbation
+
+
+def monotonicity_breaks(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Where a sweep's worst case rises with ε: a search at a larger bound found a weaker
+    chip than one at a smaller bound (whose chip is feasible at the larger one).
+
+    Args:
+        doc: A :func:`run_sweep` result.
+
+    Returns:
+        One dict per pair of consecutive bounds of a model whose attack-split worst case
+        rises (``model``, ``eps_small``, ``eps_large``, ``attack_small``,
+        ``attack_large``), plus the breaks the sweep repaired (``"repaired": True``).
+    """
+    out = []
+    for m in doc.get("models", []):
+        pts = sorted(
+            (p for p in m.get("points", []) if "worst_attack" in p), key=lambda p: p["eps"]
+        )
+        for a, b in zip(pts, pts[1:], strict=False):
+            mono = b.get("monotonicity") or {}
+            if mono.get("broken"):
+                out.append(
+                    {
+                        "model": m["label"],
+                        "eps_small": a["eps"],
+                        "eps_large": b["eps"],
+                        "attack_small": mono["smaller_eps_chip_attack"],
+                        "attack_large": mono["searched_attack"],
+                        "repaired": True,
+                    }
+                )
+            elif b["worst_attack"] > a["worst_attack"]:
+                out.append(
+                    {
+                        "model": m["label"],
+                        "eps_small": a["eps"],
+                        "eps_large": b["eps"],
+                        "attack_small": a["worst_attack"],
+                        "attack_large": b["worst_attack"],
+                        "repaired": False,
+                    }
+                )
+    return out
 
 
 def _pct(x: float | None) -> str:

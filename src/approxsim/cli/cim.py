@@ -3,7 +3,7 @@
 Subcommands::
 
     approxsim cim mc      --checkpoint RUN --sigma 0.02 [--samples 100] [--out mc.json]
-    approxsim cim attack  --checkpoint RUN --eps 0.03 [--method pgd|cw] [--save p.pt]
+    approxsim cim attack  --checkpoint RUN --eps 0.03 [--method auto|pgd|cw] [--save p.pt]
     approxsim cim eval    --checkpoint RUN [--perturbation p.pt | --sigma S --seed K]
     approxsim cim train   --method noise|adversarial|standard --out DIR [train options]
     approxsim cim sweep   --checkpoint RUN... --eps 0.01 0.02 ... --out DIR
@@ -20,7 +20,7 @@ import argparse
 from typing import Any
 
 from approxsim._runtime import thread_settings
-from approxsim.cim import MAPPINGS, SEARCH_METHODS, TRAIN_METHODS
+from approxsim.cim import MAPPINGS, OBJECTIVES, SEARCH_METHODS, SEARCH_SPACES, TRAIN_METHODS
 from approxsim.cim.search import BOUND_UNITS
 from approxsim.cli.common import add_multiplier_arguments, finite_float, int_at_least
 from approxsim.cli.train import add_training_arguments
@@ -65,7 +65,9 @@ _pos_float = finite_float(positive=True)
 
 
 # ---------------------------------------------------------------------------- option groups
-def _add_device_options(p: argparse.ArgumentParser, *, sigma: bool, layers: bool = True) -> None:
+def _add_device_options(
+    p: argparse.ArgumentParser, *, sigma: bool, layers: bool = True, clip: bool = False
+) -> None:
     g = p.add_argument_group("device model")
     # No argparse defaults (DeviceConfig's apply): `cim eval --perturbation` must tell the
     # options a user gave, which have to agree with the file, from ones left out.
@@ -94,6 +96,7 @@ def _add_device_options(p: argparse.ArgumentParser, *, sigma: bool, layers: bool
         g.add_argument(
             "--read-noise", type=_nonneg_float, default=0.0, help="per-read noise std (0)"
         )
+    if sigma or clip:
         g.add_argument(
             "--clip",
             action="store_true",
@@ -164,11 +167,30 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
         default="weight",
         help="weight: eps is |dw|/max|w| per weight (the paper's); device: |dg| per device",
     )
+    g.add_argument(
+        "--budget",
+        type=_pos_int,
+        metavar="STEPS",
+        help="gradient steps (minibatch forward+backward passes) of the whole search, shared "
+        "by its runs (default: --steps x --restarts = 200)",
+    )
     g.add_argument("--steps", type=_pos_int, default=100, help="steps per restart (100)")
-    g.add_argument("--restarts", type=_pos_int, default=2, help="random restarts (2)")
+    g.add_argument("--restarts", type=_pos_int, default=2, help="random restarts of pgd / cw (2)")
     g.add_argument("--step-size", type=_pos_float, help="PGD first step, in units of eps (0.25)")
     g.add_argument("--lr", type=_pos_float, default=0.1, help="CW Adam learning rate (0.1)")
-    g.add_argument("--kappa", type=_nonneg_float, default=0.0, help="margin clip (0)")
+    g.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="margin",
+        help="what pgd / cw minimize (margin; auto runs several)",
+    )
+    g.add_argument("--kappa", type=_nonneg_float, default=0.0, help="margin clip of pgd / cw (0)")
+    g.add_argument(
+        "--space",
+        choices=SEARCH_SPACES,
+        default="auto",
+        help="search variables: per weight, per device, or auto (per device with --clip)",
+    )
     g.add_argument("--search-batch-size", type=_pos_int, default=256, help="samples per step (256)")
     g.add_argument("--seed", type=_nonneg_int, default=0, help="seed (0)")
 
@@ -232,15 +254,19 @@ def _add_attack(sub: Any) -> None:
         "attack",
         help="worst-case search of the device deviations within a bound",
         description="Search |dg| <= eps (or the equivalent per-weight bound) for the "
-        "deviations that minimize accuracy on the attack split (PGD on the classification "
-        "margin with restarts, or the CW-style weight-space search); score on the attack "
-        "and the held-out split; save the perturbation for replay.",
+        "deviations that minimize accuracy on the attack split (auto: several objectives "
+        "and starts within one budget, the worst chip kept; or PGD / the CW-style search "
+        "alone); score on the attack and the held-out split; print which run found the "
+        "chip and what the search cost; save the perturbation for replay. With --clip the "
+        "search runs over the devices, inside their conductance range.",
     )
     _add_model_options(at)
-    _add_device_options(at, sigma=False)
+    _add_device_options(at, sigma=False, clip=True)
     _add_attack_split_options(at)
     at.add_argument("--eps", type=_pos_float, required=True, help="the bound (see --unit)")
-    at.add_argument("--method", choices=SEARCH_METHODS, default="pgd", help="pgd (default) or cw")
+    at.add_argument(
+        "--method", choices=SEARCH_METHODS, default="auto", help="auto (default), pgd or cw"
+    )
     _add_search_options(at)
     at.add_argument("--save", metavar="FILE.pt", help="save the perturbation (replay: cim eval)")
     at.add_argument("--out", metavar="FILE.json", help="write the result")
@@ -302,7 +328,7 @@ def _add_sweep(sub: Any) -> None:
         "OUT/sweep.png.",
     )
     _add_model_options(sw, many=True)
-    _add_device_options(sw, sigma=False)
+    _add_device_options(sw, sigma=False, clip=True)
     _add_attack_split_options(sw)
     sw.add_argument("--eps", type=_pos_float, nargs="+", required=True, help="bounds (see --unit)")
     sw.add_argument("--label", action="append", help="label per checkpoint (default: method)")
@@ -313,7 +339,11 @@ def _add_sweep(sub: Any) -> None:
         help="write-verify the Monte Carlo chips to |dg| <= eps (inside the search box)",
     )
     sw.add_argument(
-        "--methods", nargs="+", choices=SEARCH_METHODS, default=["pgd"], help="search methods"
+        "--methods",
+        nargs="+",
+        choices=SEARCH_METHODS,
+        default=["auto"],
+        help="search methods (auto)",
     )
     _add_search_options(sw)
     sw.add_argument("--out", required=True, metavar="DIR", help="folder for sweep.json/.png")

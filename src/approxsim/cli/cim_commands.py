@@ -29,6 +29,7 @@ from approxsim.cim import (
     accuracy,
     chip,
     chip_seed,
+    monotonicity_breaks,
     run_monte_carlo,
     run_sweep,
     sample_perturbation,
@@ -74,6 +75,8 @@ def device_config_from_args(args: argparse.Namespace, **over: Any) -> DeviceConf
             read_noise=args.read_noise,
             clip=args.clip,
         )
+    elif getattr(args, "clip", False):
+        kw["clip"] = True
     kw.update(over)
     return DeviceConfig(**kw)
 
@@ -207,6 +210,9 @@ def _search_config(args: argparse.Namespace, **over: Any) -> SearchConfig:
         "step_size": args.step_size,
         "lr": args.lr,
         "kappa": args.kappa,
+        "objective": args.objective,
+        "space": args.space,
+        "budget": args.budget,
         "batch_size": args.search_batch_size,
         "seed": args.seed,
     }
@@ -334,9 +340,8 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     cfg = device_config_from_args(args)
     search = _search_config(args, eps=args.eps, method=args.method)
     attack, held, info = _attack_splits(loaded, args)
-    bar = _progress(args)(
-        f"{args.method} search", search.restarts * search.steps * search.batch_size
-    )
+    search.components()  # a budget too small for the runs is refused before any work
+    bar = _progress(args)(f"{args.method} search", search.total_budget * search.batch_size)
     try:
         res = worst_case_search(
             loaded.model,
@@ -371,9 +376,17 @@ def _cmd_attack(args: argparse.Namespace) -> int:
         f"bound        |dw| <= {res.eps_weight:g} * max|w| per weight "
         f"(= |dg| <= {res.eps_device:g} per device)"
     )
+    runs = ", ".join(f"{r['run']} {_pct(r['attack_accuracy'])}" for r in res.runs)
     print(
-        f"search       {args.method}, {search.restarts} restarts x {search.steps} steps"
+        f"search       {args.method} in {res.space} space: {runs}"
         + (" (INTERRUPTED: best so far)" if res.interrupted else "")
+    )
+    print(f"found by     {res.found_by}")
+    c = res.cost
+    print(
+        f"cost         {c['gradient_steps']} of {c['budget']} gradient steps "
+        f"({c['gradient_samples']} samples forward+backward), "
+        f"{c['scoring_samples']} samples scored"
     )
     print(
         f"attack split {info['attack']}: clean {_pct(res.attack_clean_accuracy)} -> "
@@ -592,6 +605,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     save(doc)
     plot_sweep(doc, png_path, inputs=inputs)
     print(sweep_table(doc, markdown=False))
+    for b in monotonicity_breaks(doc):
+        what = "repaired with the smaller bound's chip" if b["repaired"] else "not repaired"
+        print(
+            f"monotonicity {b['model']}: the search at eps {b['eps_large']:g} found "
+            f"{_pct(b['attack_large'])} on the attack split, weaker than the chip of eps "
+            f"{b['eps_small']:g} ({_pct(b['attack_small'])}); {what}"
+        )
     print(f"attack split {info['attack']}, held-out {info['heldout']}; MC sigma = eps per device")
     print(f"result       {json_path}")
     print(f"plot         {png_path}")

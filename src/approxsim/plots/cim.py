@@ -52,8 +52,9 @@ def plot_sweep(
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(True, alpha=0.3)
+    clipped = ", conductances clipped to [0, 1]" if (doc.get("device") or {}).get("clip") else ""
     ax.set_title(
-        "CIM device variation: Monte Carlo (σ = ε) vs worst case (|Δ| ≤ ε)\n"
+        f"CIM device variation: Monte Carlo (σ = ε) vs worst case (|Δ| ≤ ε){clipped}\n"
         "× = worst case scored on the attack split",
         fontsize=9,
     )
