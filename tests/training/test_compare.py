@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from training_helpers import metrics
@@ -191,3 +192,84 @@ def test_fine_tunings_of_each_seed_group_together(
     groups = compare_seed_groups(runs)["groups"]
     assert [sorted(g["seeds"]) for g in groups] == [[0, 1], [0, 1]]
     assert [Path(r).name for r in groups[0]["runs"]] == ["te0", "te1"]
+
+
+# ---------------------------------------------------------------------------- DQN runs
+@pytest.fixture(scope="module")
+def dqn_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny DQN runs: uniform replay seeds 0 and 1, per-sumtree seed 0."""
+    pytest.importorskip("gymnasium")
+    from approxsim.replay.dqn import DQNConfig, train_dqn
+
+    root = tmp_path_factory.mktemp("dqn")
+    tiny: dict[str, Any] = dict(
+        steps=120, learning_starts=40, batch_size=16, buffer_size=100, log_every=40
+    )
+    runs = {}
+    for name, replay, seed in (
+        ("u0", "uniform", 0),
+        ("u1", "uniform", 1),
+        ("p0", "per-sumtree", 0),
+    ):
+        train_dqn(DQNConfig(replay=replay, seed=seed, **tiny), root / name)
+        runs[name] = root / name
+    return runs
+
+
+def test_compare_reads_dqn_runs_by_their_return(dqn_runs: dict[str, Path]) -> None:
+    from approxsim.replay.runs import read_dqn_run
+
+    result = compare_runs([dqn_runs["u0"], dqn_runs["p0"]])
+    rows = {r["label"]: r for r in result["runs"]}
+    assert set(rows) == {"uniform", "per-sumtree"}
+    per = rows["per-sumtree"]
+    run = read_dqn_run(dqn_runs["p0"])
+    assert per["kind"] == "dqn" and per["model"] == "CartPole-v1"
+    assert per["epochs"] == 120 and per["epochs_completed"] == 120
+    assert run.summary is not None
+    assert per["final_test_acc"] == pytest.approx(run.summary["final_return"])
+    returns = [(h["return_recent"], h["step"]) for h in run.history]
+    assert (per["best_test_acc"], per["best_epoch"]) == max(returns, key=lambda t: t[0])
+    assert per["final_train_loss"] == run.history[-1]["loss"]
+    assert rows["uniform"]["is_baseline"]  # the first run when none is named
+    assert per["gap_final"] == pytest.approx(
+        per["final_test_acc"] - rows["uniform"]["final_test_acc"]
+    )
+    table = format_comparison(result)
+    assert "final return" in table and "%" not in table
+
+
+def test_compare_refuses_mixed_kinds(
+    dqn_runs: dict[str, Path], exact_run: tuple[Path, dict]
+) -> None:
+    with pytest.raises(CompareError, match="training runs with DQN runs"):
+        compare_runs([dqn_runs["u0"], exact_run[0]])
+    with pytest.raises(CompareError, match="training runs with DQN runs"):
+        compare_seed_groups([exact_run[0], dqn_runs["u0"]])
+
+
+def test_compare_groups_dqn_seeds(
+    dqn_runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from approxsim.replay.runs import read_dqn_run
+
+    grouped = compare_seed_groups([dqn_runs["u0"], dqn_runs["u1"], dqn_runs["p0"]])
+    uni, per = grouped["groups"]
+    assert uni["label"] == "uniform" and uni["seeds"] == [0, 1] and uni["seeds_complete"] == 2
+    finals = [(read_dqn_run(dqn_runs[n]).summary or {})["final_return"] for n in ("u0", "u1")]
+    assert uni["final_mean"] == pytest.approx(sum(finals) / 2)
+    assert per["seeds"] == [0] and per["final_std"] is None
+    assert per["gap_final"] == pytest.approx(per["final_mean"] - uni["final_mean"])
+    assert "| CartPole-v1 | uniform | 120 | 2/2 |" in format_seed_groups(grouped)
+    assert main(["compare", str(dqn_runs["u0"]), str(dqn_runs["p0"])]) == 0
+    assert "per-sumtree" in capsys.readouterr().out
+
+
+def test_plot_dqn_runs(dqn_runs: dict[str, Path], tmp_path: Path) -> None:
+    from approxsim._io import OutputExistsError
+    from approxsim.plots.replay import plot_dqn_runs
+
+    png = plot_dqn_runs([dqn_runs["u0"], dqn_runs["p0"]], tmp_path / "returns.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(OutputExistsError):
+        plot_dqn_runs([dqn_runs["u0"]], dqn_runs["u0"] / "summary.json")

@@ -9,9 +9,12 @@ Subcommands:
     ``approxsim compare RUN_DIR... [--plot curves.png]``
     ``approxsim bench ops | direct | models ...``
     ``approxsim cim mc | attack | eval | train | sweep ...`` (analog compute-in-memory)
+    ``approxsim replay dqn | fidelity | bench ...`` (prioritized replay, AMPER emulation)
+    ``approxsim sweep run SPEC.toml --out DIR`` / ``approxsim sweep report DIR [--plot FILE.png]``
 
 Each group module (:mod:`approxsim.cli.multipliers`, ``train``, ``compare``, ``bench``,
-``cim``) has a ``register(subparsers)`` that adds its parsers and sets ``handler`` on each;
+``cim``, ``replay``, ``sweep``) has a ``register(subparsers)`` that adds its parsers and sets
+``handler`` on each;
 :func:`main` runs the handler under the one error rule of the command line: any
 :class:`~approxsim.ApproxsimError` or ``OSError`` prints one line ``approxsim: error: ...`` on
 stderr and exits with status 2; Ctrl-C exits with 130. argparse is imported nowhere else.
@@ -31,7 +34,7 @@ from approxsim.errors import ApproxsimError
 __all__ = ["main", "build_parser", "CLIError"]
 
 #: Command-group modules, in the order ``approxsim --help`` lists them.
-GROUPS = ("multipliers", "train", "compare", "bench", "cim")
+GROUPS = ("multipliers", "train", "compare", "bench", "cim", "replay", "sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:

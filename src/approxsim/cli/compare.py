@@ -32,7 +32,7 @@ def add_compare_parser(sub: Any) -> argparse.ArgumentParser:
         ),
     )
     p.set_defaults(action=None)
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders of approxsim train")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders of approxsim train or approxsim replay dqn")
     p.add_argument("--baseline", metavar="RUN_DIR", help="reference run (default: first fp32 run)")
     p.add_argument("--plot", metavar="FILE.png", help="write train loss / test accuracy curves")
     p.add_argument("--overwrite", action="store_true", help="replace --plot FILE if it exists")
@@ -73,9 +73,11 @@ def run_compare_cli(args: argparse.Namespace) -> int:
         check_figure_path(args.plot, overwrite=args.overwrite)
     result = compare_runs(args.runs, args.baseline)
     if args.plot:
-        from approxsim.plots.curves import plot_runs
-
         runs = [r["run"] for r in result["runs"]]
+        if any(r["kind"] == "dqn" for r in result["runs"]):
+            from approxsim.plots.replay import plot_dqn_runs as plot_runs
+        else:
+            from approxsim.plots.curves import plot_runs
         result["plot"] = str(plot_runs(runs, args.plot, overwrite=args.overwrite))
     if args.json:
         print(json.dumps(result, indent=1))
