@@ -32,7 +32,12 @@ def add_compare_parser(sub: Any) -> argparse.ArgumentParser:
         ),
     )
     p.set_defaults(action=None)
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders of approxsim train or approxsim replay dqn")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run folders of approxsim train or approxsim replay dqn",
+    )
     p.add_argument("--baseline", metavar="RUN_DIR", help="reference run (default: first fp32 run)")
     p.add_argument("--plot", metavar="FILE.png", help="write train loss / test accuracy curves")
     p.add_argument("--overwrite", action="store_true", help="replace --plot FILE if it exists")
