@@ -128,8 +128,6 @@ def test_errors(
         _qat(tmp_path / "c", data_dir, float_run, quant_bits=1)
 
     base = ["train", "--out", str(tmp_path / "d"), "--data-dir", str(data_dir)]
-    assert main([*base, "--multiplier", "fp32", "--init-from", str(float_run)]) == 2
-    assert "init_from" in capsys.readouterr().err
     assert main([*base, "--int-multiplier", "uint8", "--quant-bits", "9"]) == 2
     assert "bits" in capsys.readouterr().err
     cim = ["cim", "train", "--method", "noise", "--sigma", "0.1", *base[1:]]

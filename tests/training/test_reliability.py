@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from training_helpers import make_config, metrics
+from training_helpers import make_config, metrics, without_timing
 
 from approxsim.cli import main
 from approxsim.data import DatasetError, write_banded_mnist
@@ -52,6 +52,30 @@ def test_resume_without_checkpoint_keeps_a_finished_run(tmp_path: Path, data_dir
     with pytest.raises(TrainError, match="holds 1 finished epoch"):
         train(_fp32(tmp_path, data_dir, resume=True))  # same settings: still nothing to continue
     assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("killed_in", ["save_checkpoint", "append_metrics"])
+def test_kill_between_the_epoch_writes_leaves_a_resumable_run(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, killed_in: str
+) -> None:
+    # A kill inside either write at the end of epoch 1 (simulated by an exception there) must
+    # leave a folder --resume continues; the metrics line used to come first, leaving a finished
+    # epoch without a checkpoint, which resume refuses.
+    reference = tmp_path / "reference"
+    train(_fp32(reference, data_dir, epochs=2))
+    out = tmp_path / "run"
+    target = loop_mod if killed_in == "save_checkpoint" else loop_mod.rundir
+    real = getattr(target, killed_in)
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(target, killed_in, killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(_fp32(out, data_dir, epochs=2))
+    monkeypatch.setattr(target, killed_in, real)
+    train(_fp32(out, data_dir, epochs=2, resume=True))
+    assert without_timing(metrics(out)) == without_timing(metrics(reference))
 
 
 def test_resume_without_checkpoint_compares_the_settings(tmp_path: Path, data_dir: Path) -> None:
@@ -289,7 +313,7 @@ def test_checkpoint_of_an_earlier_version_still_loads(
     # them in its config: it is an older checkpoint, not a damaged one, and must still evaluate,
     # resume and serve as --init-from.
     later = ("allow_nonfinite", "grad", "quant_bits", "weight_granularity", "calibration")
-    later += ("quant_mapping", "init_from")
+    later += ("quant_mapping", "init_from", "lut_step")
     for name in ("config.json", "metrics.jsonl"):
         (tmp_path / name).write_bytes((one_epoch / name).read_bytes())
     state = load_checkpoint(one_epoch)

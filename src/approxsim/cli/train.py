@@ -41,10 +41,11 @@ _TRAIN_DESCRIPTION = (
     "Writes OUT/config.json, OUT/metrics.jsonl (one line per epoch) and "
     "OUT/checkpoint.pt (after every epoch; --resume continues a stopped run). "
     "Progress goes to stderr. With an integer multiplier (--int-multiplier, --evoapprox, "
-    "--c ... --bits) the layers are quantized (quantization-aware training; --init-from RUN "
-    "fine-tunes a float run). Under torchrun (torchrun --nproc-per-node N -m approxsim "
-    "train ...) the processes train with DistributedDataParallel; --batch-size is then "
-    "the global batch, split across them, and only rank 0 writes files and output."
+    "--c ... --bits) the layers are quantized (quantization-aware training). --init-from RUN "
+    "starts from another run's weights (fine-tuning, float or quantized). Under torchrun "
+    "(torchrun --nproc-per-node N -m approxsim train ...) the processes train with "
+    "DistributedDataParallel; --batch-size is then the global batch, split across them, "
+    "and only rank 0 writes files and output."
 )
 
 

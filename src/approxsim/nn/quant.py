@@ -86,6 +86,14 @@ class QuantConfig:
     estimator). ``"lut"``: difference-based gradient tables of the approximate product,
     applied per product."""
 
+    lut_step: int = 1
+    """Half-width ``h`` of the ``"lut"`` gradient tables' difference stencil, in codes:
+    ``Ga[a, b] = (f(a+h, b) - f(a-h, b)) / 2h`` (the stencil cut at the ends of the code
+    range). 1 is the plain central difference; a wider stencil averages the slope over the
+    steps of designs whose product is a step function of each operand (DRUM, truncation),
+    where the 1-code difference is 0 at most codes and many times the exact derivative at the
+    steps (docs/results-int8.md measures it). Ignored with ``"ste"``."""
+
     def __post_init__(self) -> None:
         if self.bits is not None and (
             isinstance(self.bits, bool) or not isinstance(self.bits, int) or self.bits < 2
@@ -95,6 +103,12 @@ class QuantConfig:
         _check_choice("calibration", self.calibration, ("minmax", "percentile"))
         _check_choice("mapping", self.mapping, ("auto", "affine", "sign-magnitude", "symmetric"))
         _check_choice("grad", self.grad, ("ste", "lut"))
+        if (
+            isinstance(self.lut_step, bool)
+            or not isinstance(self.lut_step, int)
+            or self.lut_step < 1
+        ):
+            raise QuantError(f"QuantConfig.lut_step must be an int ≥ 1, got {self.lut_step!r}")
         if not isinstance(self.percentile, (int, float)) or not 50.0 < self.percentile <= 100.0:
             raise QuantError(
                 f"QuantConfig.percentile must be a number in (50, 100], got {self.percentile!r}"
@@ -276,13 +290,14 @@ class QuantScheme:
             QuantError: ``x`` holds NaN or infinity.
         """
         q = x.float() / scale
+        if torch.compiler.is_compiling():
+            # A compiled graph cannot branch on data: the check becomes an assertion in it
+            # (a RuntimeError with the same message).
+            torch._assert_async(torch.isfinite(x).all(), _NONFINITE)
         # One reduction finds NaN and infinity; a sum that overflowed (or a quotient that did,
         # which the clamp handles) is rechecked on the operand itself.
-        if not bool(torch.isfinite(q.sum())) and not bool(torch.isfinite(x).all()):
-            raise QuantError(
-                "a quantized layer got a NaN or infinite value; integer codes cannot represent "
-                "it (check the model's inputs and learning rate)"
-            )
+        elif not bool(torch.isfinite(q.sum())) and not bool(torch.isfinite(x).all()):
+            raise QuantError(_NONFINITE)
         q.round_().add_(zp)
         inside = ((q >= self.qmin) & (q <= self.qmax)) if need_mask else None
         # int16 holds every code (|code| < 2^12) and halves the traffic of im2col and the GEMM.
@@ -294,14 +309,20 @@ class QuantScheme:
         return (
             f"int_multiplier={m.name}@{m.fingerprint[:12]}, {self.kind} {self.bits}-bit, "
             f"grad={self.config.grad}"
+            + (f", lut_step={self.config.lut_step}" if self.config.lut_step != 1 else "")
         )
 
+
+_NONFINITE = (
+    "a quantized layer got a NaN or infinite value; integer codes cannot represent it (check "
+    "the model's inputs and learning rate)"
+)
 
 # Derived tables, keyed by fingerprints (multipliers are immutable); cleared when they grow
 # past a few entries, since a 12-bit table is 64 MiB.
 _CACHE_LIMIT = 8
 _DERIVED: dict[tuple[str, int], IntMultiplier] = {}
-_GRAD_TABLES: dict[tuple[str, int, int, str], tuple[Tensor, Tensor]] = {}
+_GRAD_TABLES: dict[tuple[str, int, int, int, str], tuple[Tensor, Tensor]] = {}
 
 
 def _sign_magnitude(mult: IntMultiplier, bits: int) -> IntMultiplier:
@@ -337,12 +358,14 @@ def lut_gradient_tables(scheme: QuantScheme, device: torch.device) -> tuple[Tens
     """Difference-based gradient tables of the code × code product over the code range.
 
     With ``f(a, b)`` the product the layer computes for codes ``a`` (row operand) and ``b``,
-    ``Ga[a, b] = (f(a+1, b) - f(a-1, b)) / 2`` and ``Gb[a, b] = (f(a, b+1) - f(a, b-1)) / 2``,
-    one-sided (``f(a+1, b) - f(a, b)`` …) at ``qmin`` and ``qmax``. For an exact table they
-    are ``b`` and ``a``.
+    and ``h = scheme.config.lut_step``, ``Ga[a, b] = (f(a+h, b) - f(a-h, b)) / 2h`` and
+    ``Gb[a, b] = (f(a, b+h) - f(a, b-h)) / 2h``, the stencil cut at ``qmin`` and ``qmax``
+    (``(f(hi, b) - f(lo, b)) / (hi - lo)`` with ``lo = max(a-h, qmin)``, ``hi = min(a+h,
+    qmax)``; one-sided at the ends when ``h = 1``). For an exact table they are ``b`` and
+    ``a`` (away from the ends for the other operand's axis, exactly everywhere for this one).
 
     Args:
-        scheme: The resolved scheme (its ``table_multiplier`` and code range).
+        scheme: The resolved scheme (its ``table_multiplier``, code range and ``lut_step``).
         device: Where the tables are wanted.
 
     Returns:
@@ -350,30 +373,42 @@ def lut_gradient_tables(scheme: QuantScheme, device: torch.device) -> tuple[Tens
         ``code - qmin``.
     """
     tm = scheme.table_multiplier
-    key = (tm.fingerprint, scheme.qmin, scheme.qmax, str(device))
+    step = scheme.config.lut_step
+    if torch.compiler.is_compiling():
+        # A traced backward may not write the cache; the tables (2^(2·bits) entries) are
+        # then part of the graph, computed from the multiplier's table.
+        return _grad_tables(scheme, device)
+    key = (tm.fingerprint, scheme.qmin, scheme.qmax, step, str(device))
     if key not in _GRAD_TABLES:
         if len(_GRAD_TABLES) >= _CACHE_LIMIT:
             _GRAD_TABLES.clear()
-        lo = scheme.qmin - tm.min_value
-        hi = scheme.qmax - tm.min_value + 1
-        f = tm.table.to(torch.float64)[lo:hi, lo:hi]
-        _GRAD_TABLES[key] = (
-            _central_difference(f, 0).float().to(device),
-            _central_difference(f, 1).float().to(device),
-        )
+        _GRAD_TABLES[key] = _grad_tables(scheme, device)
     return _GRAD_TABLES[key]
 
 
-def _central_difference(f: Tensor, dim: int) -> Tensor:
-    g = torch.empty_like(f)
+def _grad_tables(scheme: QuantScheme, device: torch.device) -> tuple[Tensor, Tensor]:
+    tm = scheme.table_multiplier
+    lo = scheme.qmin - tm.min_value
+    hi = scheme.qmax - tm.min_value + 1
+    f = tm.table.to(torch.float64)[lo:hi, lo:hi]
+    step = scheme.config.lut_step
+    return (
+        _difference(f, 0, step).float().to(device),
+        _difference(f, 1, step).float().to(device),
+    )
+
+
+def _difference(f: Tensor, dim: int, step: int) -> Tensor:
+    """``(f[i+step] - f[i-step]) / (2·step)`` along ``dim``, the stencil cut at both ends."""
     n = f.shape[dim]
     if n == 1:
-        return g.zero_()
-    inner = f.narrow(dim, 2, n - 2) - f.narrow(dim, 0, n - 2)
-    g.narrow(dim, 1, n - 2).copy_(inner / 2)
-    g.narrow(dim, 0, 1).copy_(f.narrow(dim, 1, 1) - f.narrow(dim, 0, 1))
-    g.narrow(dim, n - 1, 1).copy_(f.narrow(dim, n - 1, 1) - f.narrow(dim, n - 2, 1))
-    return g
+        return torch.zeros_like(f)
+    i = torch.arange(n, device=f.device)
+    up, down = (i + step).clamp(max=n - 1), (i - step).clamp(min=0)
+    width = (up - down).to(f.dtype)
+    shape = [1] * f.ndim
+    shape[dim] = n
+    return (f.index_select(dim, up) - f.index_select(dim, down)) / width.view(shape)
 
 
 # ---------------------------------------------------------------------------- observers

@@ -203,6 +203,12 @@ def _lut_grads(
     return grad_a, grad_b
 
 
+def _warm_table(scheme: QuantScheme, device: torch.device) -> None:
+    """Fill the multiplier's per-device table cache before the autograd.Function: under
+    torch.compile a cache write inside the Function's traced forward is refused."""
+    scheme.table_multiplier.table_on(device)
+
+
 class _QuantGemm(torch.autograd.Function):
     """Quantize, table GEMM, exact integer corrections, dequantize; STE or LUT backward."""
 
@@ -276,6 +282,7 @@ def quantized_matmul(
     sa, za = scheme.qparams(*a_range)
     sb, zb = scheme.qparams(*b_range)
     track = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
+    _warm_table(scheme, a.device)
     return _QuantGemm.apply(a, b, (sa, za, sb, zb), scheme, track)  # type: ignore[no-any-return]
 
 
@@ -442,6 +449,7 @@ def quantized_conv2d(
     lo, hi = (t.expand(o) if t.dim() == 0 else t for t in weight_range)
     sb, zb = scheme.qparams(lo, hi)
     track = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    _warm_table(scheme, x.device)
     return _QuantConv2d.apply(  # type: ignore[no-any-return]
         x, weight, (sa, za, sb, zb), (stride, dilation, groups), scheme, track
     )

@@ -182,6 +182,7 @@ _LATER_SETTINGS: dict[str, Any] = {
     "calibration": None,
     "quant_mapping": None,
     "init_from": None,
+    "lut_step": None,
 }
 
 
@@ -281,6 +282,7 @@ _RESUME_KEYS = (
     "weight_granularity",
     "calibration",
     "quant_mapping",
+    "lut_step",
 )
 
 

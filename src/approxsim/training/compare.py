@@ -131,7 +131,9 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
         # Integer designs reuse names across libraries and releases: the table's fingerprint
         # tells them apart.
         fingerprint = str(forward.get("fingerprint", ""))[:12]
-        label = f"{forward['name']}@{fingerprint} (quantized, grad={multipliers['grad_input']})"
+        label = f"{forward['name']}@{fingerprint} (quantized, grad={multipliers['grad_input']}"
+        step = files.config.get("lut_step")
+        label += f", lut_step={step})" if step not in (None, 1) else ")"
     return Run(files.path, files.config, multipliers, files.history, label)
 
 

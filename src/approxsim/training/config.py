@@ -10,7 +10,6 @@ so a new setting is declared in one place.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -18,19 +17,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
-
 from approxsim.data import dataset_info, list_datasets
 from approxsim.models import list_models, model_info, train_defaults
 from approxsim.multipliers import (
     Multiplier,
     MultiplierLike,
-    UnknownMultiplierError,
-    get_multiplier,
 )
 from approxsim.multipliers.integer import IntMultiplier
 from approxsim.ops import PassMultipliers
 from approxsim.training.errors import TrainError
+from approxsim.training.validation import (
+    check_choice,
+    check_float,
+    check_int,
+    check_multiplier,
+    int_multiplier_of,
+    patterns,
+)
 
 __all__ = [
     "CLIOption",
@@ -186,6 +189,20 @@ class TrainConfig:
     GEMMs of the dequantized operands) or ``"lut"`` (difference tables of the approximate
     product); ``None``: ``"ste"``."""
 
+    lut_step: int | None = field(
+        default=None,
+        metadata=_cli(
+            "--lut-step",
+            "half-width of the lut gradient tables' difference stencil, in codes (default 1)",
+            12,
+            group=_QUANT,
+            kind="count",
+            metavar="H",
+        ),
+    )
+    """``QuantConfig.lut_step`` (``grad="lut"`` only): the gradient tables take
+    ``(f(a+h, b) - f(a-h, b)) / 2h``; ``None``: 1."""
+
     quant_bits: int | None = field(
         default=None,
         metadata=_cli(
@@ -241,15 +258,18 @@ class TrainConfig:
         default=None,
         metadata=_cli(
             "--init-from",
-            "start from the weights of this run (a float one: fine-tuning)",
-            17,
-            group=_QUANT,
+            "start from the weights of this run or checkpoint (fine-tuning; fresh optimizer)",
+            29,
+            group=_RUN,
             metavar="RUN",
         ),
     )
     """A ``checkpoint.pt`` or run folder whose weights start a fresh run (the model must be
-    the same; optimizer state and history are not taken). Typically a float run, fine-tuned
-    here with an integer multiplier. Integer multipliers only."""
+    the same; optimizer state, learning-rate schedule and history are not taken, so the run
+    follows its own schedule). Typically a float run, fine-tuned here with an integer
+    multiplier (quantization-aware) or with float32 as a control with the same schedule; a
+    quantized run's range observers are left out. Read only when the run starts, not on
+    resume."""
 
     epochs: int = field(
         default=5, metadata=_cli("--epochs", "epochs (default: 5)", 2, kind="count")
@@ -462,19 +482,23 @@ class TrainConfig:
         _check_quant_fields(self)
         check_int("epochs", self.epochs, 1)
         check_int("batch_size", self.batch_size, 1, optional=True)
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.lr is not None:
-            _check_float("lr", self.lr, positive=True)
+            check_float("lr", self.lr, positive=True)
         if self.momentum is not None:
-            _check_float("momentum", self.momentum, upper=1.0)
+            check_float("momentum", self.momentum, upper=1.0)
         if self.weight_decay is not None:
-            _check_float("weight_decay", self.weight_decay)
-        _check_choice("schedule", self.schedule, SCHEDULES)
+            check_float("weight_decay", self.weight_decay)
+        check_choice("schedule", self.schedule, SCHEDULES)
         check_int("seed", self.seed, 0)
         if self.seed >= _SEED_LIMIT:
             raise TrainError(f"seed must be below 2^32, got {self.seed}")
         if self.data_dir is not None and not isinstance(self.data_dir, (str, os.PathLike)):
             raise TrainError(f"data_dir must be a folder path, got {self.data_dir!r}")
+        if self.init_from is not None and not isinstance(self.init_from, (str, os.PathLike)):
+            raise TrainError(
+                f"init_from must be a checkpoint or run folder, got {self.init_from!r}"
+            )
         check_int("max_train_samples", self.max_train_samples, 1, optional=True)
         check_int("max_test_samples", self.max_test_samples, 1, optional=True)
         object.__setattr__(self, "include", patterns("include", self.include))
@@ -557,6 +581,8 @@ class ResolvedTrainConfig:
     """Weight-gradient multiplier (``"fp32"`` with an integer multiplier)."""
     grad: str | None
     """Backward of the quantized layers (``"ste"`` / ``"lut"``); ``None``: a float run."""
+    lut_step: int | None
+    """``QuantConfig.lut_step``; ``None``: 1 (or a float run, or ``grad="ste"``)."""
     quant_bits: int | None
     """Code width; ``None``: the integer multiplier's (or a float run)."""
     weight_granularity: str | None
@@ -633,9 +659,10 @@ class ResolvedTrainConfig:
 
 
 #: The quantization fields of :class:`TrainConfig` and the :class:`~approxsim.QuantConfig`
-#: fields they set (``init_from`` is only checked with them).
+#: fields they set.
 QUANT_FIELDS = {
     "grad": "grad",
+    "lut_step": "lut_step",
     "quant_bits": "bits",
     "weight_granularity": "weight_granularity",
     "calibration": "calibration",
@@ -649,31 +676,8 @@ def _passes(cfg: TrainConfig | ResolvedTrainConfig) -> PassMultipliers:
     return PassMultipliers(cast(MultiplierLike, cfg.multiplier), cfg.grad_input, cfg.grad_weight)
 
 
-def int_multiplier_of(value: Any) -> IntMultiplier | None:
-    """The integer multiplier that a ``multiplier`` setting is or names, else ``None``.
-
-    A name is a float multiplier's first; only a name no float multiplier has is looked up
-    among the integer ones (``"drum4_u8"``).
-    """
-    if isinstance(value, IntMultiplier):
-        return value
-    if not isinstance(value, str):
-        return None
-    try:
-        get_multiplier(value)
-        return None
-    except UnknownMultiplierError:
-        pass
-    from approxsim.multipliers.registry import get_int_multiplier
-
-    try:
-        return get_int_multiplier(value)
-    except UnknownMultiplierError:
-        return None
-
-
 def _check_quant_fields(cfg: TrainConfig) -> None:
-    given = [f for f in (*QUANT_FIELDS, "init_from") if getattr(cfg, f) is not None]
+    given = [f for f in QUANT_FIELDS if getattr(cfg, f) is not None]
     if int_multiplier_of(cfg.multiplier) is None:
         if given:
             raise TrainError(
@@ -687,15 +691,19 @@ def _check_quant_fields(cfg: TrainConfig) -> None:
             "grad_input / grad_weight name float multipliers of float layers; the backward of "
             "quantized layers is grad='ste' or grad='lut' (--grad)"
         )
-    _check_choice("grad", cfg.grad, ("ste", "lut"))
+    check_choice("grad", cfg.grad, ("ste", "lut"))
+    check_int("lut_step", cfg.lut_step, 1, optional=True)
+    if cfg.lut_step is not None and cfg.grad != "lut":
+        raise TrainError(
+            f"lut_step={cfg.lut_step} shapes the gradient tables of grad='lut' (--grad lut); "
+            f"this run's grad is {cfg.grad or 'ste'!r}"
+        )
     check_int("quant_bits", cfg.quant_bits, 2, optional=True)
-    _check_choice("weight_granularity", cfg.weight_granularity, ("per-channel", "per-tensor"))
-    _check_choice("calibration", cfg.calibration, ("minmax", "percentile"))
-    _check_choice(
+    check_choice("weight_granularity", cfg.weight_granularity, ("per-channel", "per-tensor"))
+    check_choice("calibration", cfg.calibration, ("minmax", "percentile"))
+    check_choice(
         "quant_mapping", cfg.quant_mapping, ("auto", "affine", "sign-magnitude", "symmetric")
     )
-    if cfg.init_from is not None and not isinstance(cfg.init_from, (str, os.PathLike)):
-        raise TrainError(f"init_from must be a checkpoint or run folder, got {cfg.init_from!r}")
 
 
 def _settings_dict(cfg: TrainConfig | ResolvedTrainConfig) -> dict[str, Any]:
@@ -710,84 +718,3 @@ def _settings_dict(cfg: TrainConfig | ResolvedTrainConfig) -> dict[str, Any]:
             v = list(v)
         out[f.name] = v
     return out
-
-
-# ---------------------------------------------------------------------------- validation
-def check_int(name: str, value: Any, minimum: int, *, optional: bool = False) -> None:
-    """Check that ``value`` is an integer ``>= minimum`` (or ``None`` when ``optional``).
-
-    Raises:
-        TrainError: it is not.
-    """
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise TrainError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_float(
-    name: str, value: Any, *, positive: bool = False, upper: float | None = None
-) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and (value > 0 if positive else value >= 0)
-    ok = ok and (upper is None or value < upper)
-    if not ok:
-        bound = "> 0" if positive else ">= 0"
-        if upper is not None:
-            bound += f" and < {upper}"
-        raise TrainError(f"{name} must be a finite number {bound}, got {value!r}")
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value is not None and value not in choices:
-        raise TrainError(f"{name} must be one of {choices}, got {value!r}")
-
-
-def check_multiplier(name: str, value: Any, *, optional: bool, integer: bool = False) -> None:
-    """Check that ``value`` names a multiplier (or is ``None`` when ``optional``).
-
-    Args:
-        name: The setting, for messages.
-        value: Its value.
-        optional: ``None`` is allowed.
-        integer: An :class:`~approxsim.IntMultiplier` (or an integer built-in's name) is
-            allowed too.
-
-    Raises:
-        TrainError: neither a :class:`~approxsim.Multiplier` nor a string.
-        UnknownMultiplierError: an unknown name (the message lists the names).
-    """
-    if value is None and optional:
-        return
-    if isinstance(value, Multiplier):
-        return
-    if integer and int_multiplier_of(value) is not None:
-        return
-    if isinstance(value, str):
-        get_multiplier(value)  # raises UnknownMultiplierError listing the names
-        return
-    if isinstance(value, IntMultiplier):
-        raise TrainError(
-            f"{name} takes float multipliers here; integer multipliers go to the forward "
-            "multiplier of approxsim train (quantized layers)"
-        )
-    raise TrainError(
-        f"{name} must be an approxsim.Multiplier or a multiplier name, got {type(value).__name__}"
-    )
-
-
-def patterns(name: str, value: Any) -> tuple[str, ...] | None:
-    """Layer-name patterns as a tuple (``None`` stays ``None``).
-
-    Raises:
-        TrainError: not a non-empty string or a non-empty list of them.
-    """
-    if value is None:
-        return None
-    items = (value,) if isinstance(value, str) else tuple(value)
-    if not items or not all(isinstance(p, str) and p for p in items):
-        raise TrainError(
-            f"{name} takes module name patterns such as 'features.*' (a string or a list of "
-            f"them), got {value!r}"
-        )
-    return items

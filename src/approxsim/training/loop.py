@@ -65,6 +65,7 @@ from approxsim.training.config import (
 )
 from approxsim.training.errors import DivergedError, PeerError, TrainError
 from approxsim.training.extension import TrainExtension
+from approxsim.training.init_from import load_init_weights
 from approxsim.training.processes import World, setup_world, shard_batches, shard_span
 from approxsim.training.quantized import (
     prepare_quantized_run,
@@ -233,6 +234,8 @@ def _build_run(
     )
     if cfg.int_multiplier is not None:
         model, converted = prepare_quantized_run(model, cfg, train_set, device, fresh=fresh)
+    elif fresh:
+        load_init_weights(model, cfg)
     model.to(device)
     ext_meta = ext.attach(model) if ext is not None else {}
     optimizer = make_optimizer(cfg, model)
@@ -458,16 +461,21 @@ def _stopper(run: _Run, epoch: int) -> Callable[[int, float], None]:
 
 
 def _save_epoch(run: _Run, epoch: int) -> None:
-    """Rank 0 appends the epoch's record and replaces the checkpoint; all processes wait."""
+    """Rank 0 replaces the checkpoint, then appends the epoch's record; all processes wait.
+
+    The checkpoint goes first: a run killed between the two writes has a checkpoint whose
+    history ``resume`` writes back to ``metrics.jsonl``, whereas a record without its
+    checkpoint would be a finished epoch that nothing can continue.
+    """
     with run.world.shared_errors():  # the barrier after rank 0's writes
         if run.world.is_main:
-            rundir.append_metrics(run.out, run.history[-1])
             ckpt = checkpoint_state(
                 run.cfg, epoch, run.model, run.optimizer, run.scheduler, run.history
             )
             if run.ext is not None:
                 ckpt[run.ext.section] = run.ext.settings()
             save_checkpoint(run.out / rundir.CHECKPOINT_FILE, ckpt)
+            rundir.append_metrics(run.out, run.history[-1])
 
 
 def _summary(

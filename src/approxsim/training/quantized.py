@@ -22,7 +22,7 @@ from approxsim.multipliers.integer import IntMultiplier
 from approxsim.nn.quant import QuantConfig, check_int_multiplier
 from approxsim.nn.quant_layers import calibrate
 from approxsim.training.build import quantize_model
-from approxsim.training.checkpoint import TrainedModel, load_checkpoint
+from approxsim.training.checkpoint import TrainedModel
 from approxsim.training.config import (
     ResolvedTrainConfig,
     check_int,
@@ -30,6 +30,7 @@ from approxsim.training.config import (
     patterns,
 )
 from approxsim.training.errors import TrainError
+from approxsim.training.init_from import load_init_weights, without_observers
 
 __all__ = [
     "DEFAULT_CALIBRATION_SAMPLES",
@@ -182,12 +183,6 @@ def _inputs(batches: Iterator[tuple[Tensor, Tensor]], device: torch.device) -> I
         yield x.to(device)
 
 
-def without_observers(state_dict: dict[str, Any]) -> dict[str, Any]:
-    """``state_dict`` without the buffers of quantized layers' range observers (so that the
-    weights of a quantized run load into a plain or float-approximate model)."""
-    return {k: v for k, v in state_dict.items() if "_observer." not in k}
-
-
 def prepare_quantized_run(
     model: nn.Module,
     cfg: ResolvedTrainConfig,
@@ -215,21 +210,8 @@ def prepare_quantized_run(
         CheckpointError: ``init_from`` is missing or damaged.
         QuantError: the quantization settings do not fit the multiplier.
     """
-    if fresh and cfg.init_from is not None:
-        state = load_checkpoint(cfg.init_from)
-        theirs = state["config"]["model"]
-        if theirs != cfg.model:
-            raise TrainError(
-                f"init_from {cfg.init_from} trained model {theirs!r}, this run trains "
-                f"{cfg.model!r}; pass --model {theirs} or another run to start from"
-            )
-        try:
-            model.load_state_dict(without_observers(state["model"]))
-        except RuntimeError as err:
-            raise TrainError(
-                f"init_from {cfg.init_from}: its weights do not fit this run's {cfg.model!r} "
-                f"(another dataset or number of classes?): {err}"
-            ) from None
+    if fresh:
+        load_init_weights(model, cfg)
     model, converted = quantize_model(model, cfg, cfg.model)
     model.to(device)
     if fresh:
