@@ -47,35 +47,28 @@ __all__ = [
 # ---------------------------------------------------------------------------- threads
 @contextlib.contextmanager
 def thread_settings(threads: int | None) -> Iterator[None]:
-    """Set torch's and Numba's thread counts for a block; restore them afterwards.
+    """Set torch's thread count for a block; restore it afterwards.
+
+    approxsim's kernels take their thread count from torch (the compiled ones run on torch's
+    OpenMP team, the Numba ones on a pool sized by ``torch.get_num_threads()``), so this one
+    setting governs them all. Numba's own threading layer is left alone: asking it for its
+    thread count starts it, and its OpenMP layer loads a second libgomp into the process.
 
     Args:
-        threads: Threads for torch's intra-op pool and Numba's (capped at Numba's pool
-            size, fixed at import); ``None``: leave both as they are.
+        threads: Threads for torch's intra-op pool; ``None``: leave it as it is.
 
     Yields:
-        Nothing; the previous thread counts are back when the block ends (also on errors).
+        Nothing; the previous thread count is back when the block ends (also on errors).
     """
     if threads is None:
         yield
         return
     saved = torch.get_num_threads()
-    numba: Any
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba is a dependency
-        numba = None
-    saved_numba = numba.get_num_threads() if numba is not None else None
     try:
         torch.set_num_threads(threads)
-        if numba is not None:
-            # Numba's pool cannot grow past NUMBA_NUM_THREADS (fixed at import).
-            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         yield
     finally:
         torch.set_num_threads(saved)
-        if numba is not None:
-            numba.set_num_threads(saved_numba)
 
 
 # ---------------------------------------------------------------------------- device
@@ -209,6 +202,7 @@ THREAD_VARIABLES = (
     "OPENBLAS_NUM_THREADS",
     "NUMBA_NUM_THREADS",
     "APPROXSIM_CPU_KERNEL",
+    "APPROXSIM_CPU_THREADS",
 )
 
 #: CPU features that decide which kernel code runs (recorded, not all of /proc/cpuinfo).
@@ -285,7 +279,9 @@ def machine_record(
         "cpu_count": os.cpu_count(),
         "usable_cpus": usable,
         "torch_threads": torch.get_num_threads(),
-        "numba_threads": numba.get_num_threads(),
+        # NUMBA_NUM_THREADS, not numba.get_num_threads(): that call starts Numba's threading
+        # layer, whose OpenMP flavour maps a second libgomp beside torch's.
+        "numba_threads": int(getattr(numba.config, "NUMBA_NUM_THREADS", 0)),
         "gpu": gpu,
         "cuda": torch.version.cuda,
         "platform": platform.platform(),

@@ -234,7 +234,7 @@ def add_report_parser(sub: Any) -> argparse.ArgumentParser:
         "report",
         help="return curves and statistics of DQN replay arms over their seeds",
         description="Summarize arm folders of approxsim replay dqn (ARM/seed<N>/): mean return "
-        "vs steps with 95%% bootstrap CIs, final-return IQM, AUC, steps to 475, sampler cost per "
+        "vs steps with 95% bootstrap CIs, final-return IQM, AUC, steps to 475, sampler cost per "
         "batch. Writes OUT.json, OUT.md and OUT.png.",
     )
     p.set_defaults(handler=run_report_cli)

@@ -44,7 +44,7 @@ def _add_fidelity(sub: Any) -> None:
         "fidelity",
         help="how far each sampler's distribution is from exact PER (TV table and plot)",
         description="Per-draw distribution of every sampler on fixed priority vectors, computed "
-        "analytically: total-variation distance to exact PER, mass on the top 1%% / 10%%, "
+        "analytically: total-variation distance to exact PER, mass on the top 1% / 10%, "
         "share never sampled in M draws, effective exponent. Writes fidelity.md, .csv, "
         ".json and fidelity.png to --out.",
     )
