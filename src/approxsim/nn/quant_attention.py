@@ -19,32 +19,30 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from approxsim.nn._base import check_float_module, share_parameters
+from approxsim.nn._attention_common import (
+    AttentionOptions,
+    MultiheadAttentionTwin,
+    masked_softmax,
+    mha_twin,
+    per_head_padding_mask,
+    split_heads,
+)
 from approxsim.nn.quant import QuantConfig, QuantError, RangeObserver
 from approxsim.nn.quant_layers import QuantModule, quant_linear
 from approxsim.nn.quant_ops import quantized_matmul
 
 __all__ = ["QuantMultiheadAttention"]
 
-_PARAMETER_NAMES = (
-    "in_proj_weight",
-    "q_proj_weight",
-    "k_proj_weight",
-    "v_proj_weight",
-    "in_proj_bias",
-    "bias_k",
-    "bias_v",
-    "out_proj",
-)
 
-
-class QuantMultiheadAttention(QuantModule, nn.MultiheadAttention):
+class QuantMultiheadAttention(MultiheadAttentionTwin, QuantModule, nn.MultiheadAttention):
     """:class:`torch.nn.MultiheadAttention` whose every product is a quantized table lookup.
 
     Same constructor, Parameters, ``state_dict`` keys (plus the observers' ``lo``/``hi``/
     ``state`` buffers, which a float checkpoint may lack), forward signature and return values
     as :class:`torch.nn.MultiheadAttention`, except that ``add_bias_kv`` and
-    ``add_zero_attn`` are refused. A query whose keys are all masked gets zero weights.
+    ``add_zero_attn`` are refused. ``is_causal`` without ``attn_mask`` applies the causal
+    mask (with ``attn_mask``, the mask is used as given). A query whose keys are all masked
+    gets zero weights and passes no gradient.
 
     Args:
         embed_dim: Model dimension ``E``.
@@ -157,80 +155,50 @@ class QuantMultiheadAttention(QuantModule, nn.MultiheadAttention):
         v = self._linear(self.value_observer, value, wv, bv)
         return q, k, v
 
-    def forward(
-        self,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        key_padding_mask: Tensor | None = None,
-        need_weights: bool = True,
-        attn_mask: Tensor | None = None,
-        average_attn_weights: bool = True,
-        is_causal: bool = False,
+    def _attend(
+        self, query: Tensor, key: Tensor, value: Tensor, options: AttentionOptions
     ) -> tuple[Tensor, Tensor | None]:
-        """Quantized multi-head attention (float while calibrating).
-
-        Args:
-            query: ``(L, N, E)``, ``(N, L, E)`` with ``batch_first``, or unbatched ``(L, E)``.
-            key: ``(S, N, kdim)`` (or batch-first / unbatched).
-            value: ``(S, N, vdim)`` (or batch-first / unbatched).
-            key_padding_mask: ``(N, S)`` or ``(S,)``; bool (True = ignore) or float (added).
-            need_weights: Also return the attention weights.
-            attn_mask: ``(L, S)`` or ``(N·num_heads, L, S)``; bool (True = masked) or float.
-            average_attn_weights: Average the returned weights over the heads.
-            is_causal: Apply a causal mask when ``attn_mask`` is None.
-
-        Returns:
-            ``(attn_output, attn_weights)`` as :class:`torch.nn.MultiheadAttention` returns
-            them (``attn_weights`` is None unless ``need_weights``).
-        """
+        """Sequence-first quantized attention (float while calibrating)."""
+        key_padding_mask = options.key_padding_mask
         batched = query.dim() == 3
         if not batched:
             query, key, value = (x.unsqueeze(1) for x in (query, key, value))
             if key_padding_mask is not None:
                 key_padding_mask = key_padding_mask.unsqueeze(0)
-        elif self.batch_first:
-            query, key, value = (x.transpose(0, 1) for x in (query, key, value))
         tgt, n, e = query.shape
         src, h = key.shape[0], self.num_heads
         hd = e // h
         q, k, v = self._projections(query, key, value)
-        q = q.reshape(tgt, n * h, hd).transpose(0, 1) * (1.0 / math.sqrt(hd))
-        k = k.reshape(src, n * h, hd).transpose(0, 1)
-        v = v.reshape(src, n * h, hd).transpose(0, 1)
+        q = split_heads(q, n, h, hd) * (1.0 / math.sqrt(hd))
+        k = split_heads(k, n, h, hd)
+        v = split_heads(v, n, h, hd)
         scores = self._bmm(self.q_observer, q, self.k_observer, k.transpose(1, 2))
         mask = _merged_mask(
-            attn_mask, key_padding_mask, is_causal, n, h, tgt, src, q.dtype, q.device
-        )
+            options.attn_mask, key_padding_mask, options.is_causal, n, h, tgt, src, q.dtype,
+            q.device,
+        )  # fmt: skip
         if mask is not None:
             scores = scores + mask
-        probs = torch.softmax(scores, dim=-1)
-        probs = torch.where(torch.isnan(probs), torch.zeros_like(probs), probs)
+        probs = masked_softmax(scores)
         if self.training and self.dropout > 0:
             probs = nn.functional.dropout(probs, p=self.dropout)
         out = self._bmm(self.probs_observer, probs, self.v_observer, v)  # (N·H, L, hd)
         out = out.transpose(0, 1).reshape(tgt, n, e)
         out = self._linear(self.out_observer, out, self.out_proj.weight, self.out_proj.bias)
         weights = None
-        if need_weights:
+        if options.need_weights:
             weights = probs.reshape(n, h, tgt, src)
-            if average_attn_weights:
+            if options.average_attn_weights:
                 weights = weights.mean(dim=1)
             if not batched:
                 weights = weights.squeeze(0)
         if not batched:
             out = out.squeeze(1)
-        elif self.batch_first:
-            out = out.transpose(0, 1)
         return out, weights
 
     def extra_repr(self) -> str:
         """Head count, layout, multiplier and scheme."""
-        parts = [f"embed_dim={self.embed_dim}", f"num_heads={self.num_heads}"]
-        if self.batch_first:
-            parts.append("batch_first=True")
-        parts.append(self._quant_repr())
-        return ", ".join(parts)
+        return self._describe(self._quant_repr(), dims=False)
 
     @classmethod
     def from_float(
@@ -250,35 +218,9 @@ class QuantMultiheadAttention(QuantModule, nn.MultiheadAttention):
             TypeError: ``module`` is not an ``nn.MultiheadAttention``.
             QuantError: an unsupported module, a bad multiplier or config.
         """
-        check_float_module(module, nn.MultiheadAttention, cls.__name__)
-        new = cls(**_mha_args(module), device="meta", int_multiplier=int_multiplier, quant=quant)
-        share_parameters(new, module, _PARAMETER_NAMES)
+        new = mha_twin(cls, module, int_multiplier=int_multiplier, quant=quant)
         new._make_observers(module.out_proj.weight.device)
         return new
-
-    def to_float(self) -> nn.MultiheadAttention:
-        """A plain :class:`torch.nn.MultiheadAttention` sharing the Parameters and out_proj.
-
-        Returns:
-            The float module (the observer buffers are dropped).
-        """
-        new = nn.MultiheadAttention(**_mha_args(self), device="meta")
-        share_parameters(new, self, _PARAMETER_NAMES)
-        return new
-
-
-def _mha_args(m: nn.MultiheadAttention) -> dict[str, Any]:
-    return {
-        "embed_dim": m.embed_dim,
-        "num_heads": m.num_heads,
-        "dropout": m.dropout,
-        "bias": m.in_proj_bias is not None,
-        "add_bias_kv": m.bias_k is not None,
-        "add_zero_attn": m.add_zero_attn,
-        "kdim": m.kdim,
-        "vdim": m.vdim,
-        "batch_first": m.batch_first,
-    }
 
 
 def _float_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
@@ -309,7 +251,6 @@ def _merged_mask(
         if mask.dim() == 2:
             mask = mask.unsqueeze(0)
     if key_padding_mask is not None:
-        kpm = _float_mask(key_padding_mask, dtype).reshape(n, 1, 1, src)
-        kpm = kpm.expand(n, h, 1, src).reshape(n * h, 1, src)
+        kpm = per_head_padding_mask(_float_mask(key_padding_mask, dtype), n, h, src)
         mask = kpm if mask is None else mask + kpm
     return mask
