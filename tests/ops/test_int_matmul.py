@@ -232,9 +232,9 @@ def test_vmap_joins_the_batch_dimension() -> None:
     assert torch.equal(out, ref)
 
 
-def test_without_the_compiled_kernel_the_reference_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``APPROXSIM_CPU_KERNEL=numba`` (or no compiler): there is no Numba integer kernel, so
-    the reference computes the same result."""
+def test_without_the_compiled_kernel_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``APPROXSIM_CPU_KERNEL=numba`` (or no compiler): the Numba integer kernel computes the
+    same result (tests/ops/test_int_numba.py tests it in depth)."""
     monkeypatch.setenv("APPROXSIM_CPU_KERNEL", "numba")
     assert _int_cpu.load_int_kernel() is None
     m = _approximate(8, True, seed=7)
