@@ -20,9 +20,13 @@
 //  * row gather (approxsim_gemm_gather): per tile of B's columns and K, a table
 //        V[kk, i, c] = w_b[k, n] · LUT[i, ib[k, n]]
 //    so that C[r, n] = Σ_k w_a[r, k] · V[k, ia[r, k], n] is one contiguous vector
-//    multiply-add per (r, k). Building V costs 2^M · K · N, repaid over many rows.
-//  * direct (approxsim_gemm_direct): one LUT lookup per product, vectorized with gathers;
-//    for problems with few rows and few columns (weight gradients), where V would not pay.
+//    multiply-add per (r, k). Building V costs 2^M · K · N, repaid over many rows. Tiles of
+//    at most 16 columns take several rows per step (their row step is one vector).
+//  * direct (gemm_direct, approxsim_gemm_gather with direct = 1): one scalar LUT lookup per
+//    product, several rows per step; for problems with few rows and few columns (weight
+//    gradients), where V would not pay.
+// Rows per step and the columns computed never change an output's float operations or their
+// order (tests/ops/test_cpu_row_groups.py).
 
 #include <stdint.h>
 #include <string.h>
@@ -35,191 +39,7 @@
 
 namespace {
 
-#if defined(__AVX512F__)
-constexpr int kVectorBytes = 64;
-#else
-constexpr int kVectorBytes = 32;
-#endif
-constexpr int kPrefetchRows = 8;  // rows of A fetched ahead in the row loop
-constexpr int kPrefetchBlocks = 8;  // blocks of 16 rows of a column-major A fetched ahead
-
-struct Decoded {
-    int32_t index;  // LUT index (top M fraction bits, rounded when asked)
-    float weight;   // s · 2^e, or a signed zero for zero/subnormal operands
-    int32_t exp;    // biased exponent after rounding; 0 for zero/subnormal, 255 for inf/NaN
-};
-
-inline Decoded decode(uint32_t bits, int shift, int nearest) {
-    uint32_t mag = bits & 0x7FFFFFFFu;
-    uint32_t e = mag >> 23;
-    if (nearest && shift > 0 && e != 255 && e != 0) {
-        uint32_t half = (1u << (shift - 1)) - 1u;
-        mag = ((mag + half + ((mag >> shift) & 1u)) >> shift) << shift;
-        e = mag >> 23;
-    }
-    Decoded d;
-    bool ok = e != 0 && e != 255;
-    d.exp = (int32_t)e;
-    d.index = ok ? (int32_t)((mag & 0x7FFFFFu) >> shift) : 0;
-    uint32_t w = (bits & 0x80000000u) | (ok ? (e << 23) : 0u);
-    memcpy(&d.weight, &w, 4);
-    return d;
-}
-
-struct Range {
-    int32_t lo = 255, hi = 0, special = 0;
-    inline void add(int32_t e) {
-        if (e == 255) {
-            special = 1;
-        } else if (e != 0) {
-            lo = e < lo ? e : lo;
-            hi = e > hi ? e : hi;
-        }
-    }
-    inline void merge(const Range& o) {
-        lo = o.lo < lo ? o.lo : lo;
-        hi = o.hi > hi ? o.hi : hi;
-        special |= o.special;
-    }
-};
-
-typedef uint32_t vu16 __attribute__((vector_size(64)));
-typedef int32_t vi16 __attribute__((vector_size(64)));
-
-// Hardware-width vectors (8 lanes with AVX2, 16 with AVX-512). GCC compiles comparisons and
-// selects on generic vectors wider than the hardware's lane by lane, as scalar code.
-typedef uint32_t vu __attribute__((vector_size(kVectorBytes)));
-typedef int32_t vi __attribute__((vector_size(kVectorBytes)));
-constexpr int kLanes = kVectorBytes / 4;
-constexpr int kParts = 16 / kLanes;
-
-// Sixteen operands at once: what decode() does, in vector registers. Lane j's offset is
-// base[j] + index·i_mul; lo/hi/special accumulate the exponent range per lane (zero and
-// subnormal lanes, such as zero padding, are left out of it).
-struct Decode16 {
-    uint32_t half, round_mask, shift, i_mul;
-    vi lo[kParts], hi[kParts], special[kParts];
-    Decode16(int shift_, uint32_t nearest, int32_t i_mul_)
-        : half((1u << (shift_ - 1)) - 1u), round_mask(0u - nearest), shift((uint32_t)shift_),
-          i_mul((uint32_t)i_mul_) {
-        for (int p = 0; p < kParts; ++p) {
-            for (int j = 0; j < kLanes; ++j) lo[p][j] = 255, hi[p][j] = 0, special[p][j] = 0;
-        }
-    }
-    inline void operator()(vu16 bits16, vi16 base16, int32_t* __restrict off,
-                           float* __restrict w) {
-#pragma GCC unroll 2
-        for (int p = 0; p < kParts; ++p) {
-            vu bits;
-            vi base;
-            memcpy(&bits, reinterpret_cast<const char*>(&bits16) + p * kVectorBytes, kVectorBytes);
-            memcpy(&base, reinterpret_cast<const char*>(&base16) + p * kVectorBytes, kVectorBytes);
-            vu mag = bits & 0x7FFFFFFFu;
-            vu e0 = mag >> 23;
-            vi fin = (e0 != 0u) & (e0 != 255u);  // all-ones lanes where finite and nonzero
-            vu add = (half + ((mag >> shift) & 1u)) & round_mask & (vu)fin;
-            vu rnd = ((mag + add) >> shift) << shift;
-            vu e = rnd >> 23;
-            vi ok = (e0 != 0u) & (e != 255u);
-            vu idx = ((rnd & 0x7FFFFFu) >> shift) & (vu)ok;
-            vi o = (vi)((vu)base + idx * i_mul);
-            vu wb = (bits & 0x80000000u) | ((e << 23) & (vu)ok);
-            memcpy(off + p * kLanes, &o, kVectorBytes);
-            memcpy(w + p * kLanes, &wb, kVectorBytes);
-            vi ei = (vi)e;
-            vi take_lo = ok & (ei < lo[p]), take_hi = ok & (ei > hi[p]);
-            lo[p] = (ei & take_lo) | (lo[p] & ~take_lo);
-            hi[p] = (ei & take_hi) | (hi[p] & ~take_hi);
-            special[p] |= (vi)(e == 255u);
-        }
-    }
-    Range range() const {
-        Range out;
-        for (int p = 0; p < kParts; ++p) {
-            for (int j = 0; j < kLanes; ++j)
-                out.merge(Range{lo[p][j], hi[p][j], special[p][j] != 0});
-        }
-        return out;
-    }
-};
-
-// Decode n operands x[q·stride]: off[q] = q·q_mul + index·dec.i_mul and w[q] = s·2^e (or a
-// signed zero). The row gather asks for its V row (q_mul = 2^M·NT, i_mul = NT), the direct
-// kernel for its LUT row (q_mul = 0, i_mul = 2^M). Contiguous operands go sixteen at a time
-// through dec (the last few through a zero-padded copy), whose per-lane exponent range the
-// caller reduces once at the end; strided ones one at a time into `range`.
-inline void decode_span(const float* x, int64_t stride, int n, int shift, uint32_t nearest,
-                        int32_t q_mul, Decode16& dec, Range& range, int32_t* __restrict off,
-                        float* __restrict w) {
-    int q = 0;
-    if (stride == 1) {
-        vi16 lane;
-        for (int j = 0; j < 16; ++j) lane[j] = j * q_mul;
-        for (; q + 16 <= n; q += 16) {
-            vu16 bits;
-            memcpy(&bits, x + q, 64);
-            dec(bits, lane + q * q_mul, off + q, w + q);
-        }
-        if (q < n) {
-            const uint32_t* xb = reinterpret_cast<const uint32_t*>(x + q);
-            vu16 bits = vu16{};
-            for (int j = 0; j < n - q; ++j) bits[j] = xb[j];
-            int32_t o16[16];
-            float w16[16];
-            dec(bits, lane + q * q_mul, o16, w16);
-            for (int j = 0; j < n - q; ++j) off[q + j] = o16[j], w[q + j] = w16[j];
-        }
-        return;
-    }
-    for (; q < n; ++q) {
-        uint32_t bits;
-        memcpy(&bits, x + q * stride, 4);
-        Decoded d = decode(bits, shift, (int)nearest);
-        range.add(d.exp);
-        off[q] = q * q_mul + d.index * dec.i_mul;
-        w[q] = d.weight;
-    }
-}
-
-// Decode a block of nr <= 16 rows of a column-major A (rows contiguous, columns sak apart),
-// columns 0..kt: off[kk·16 + j] = kk·q_mul + index·i_mul and w[kk·16 + j] for row j.
-inline void decode_block(const float* x, int64_t sak, int nr, int kt, int32_t q_mul,
-                         Decode16& dec, int32_t* __restrict off, float* __restrict w) {
-    for (int kk = 0; kk < kt; ++kk) {
-        vu16 bits = vu16{};
-        if (nr == 16) {
-            // kt columns are kt streams far apart: fetch a few blocks ahead in each.
-            __builtin_prefetch(x + kk * sak + 16 * kPrefetchBlocks);
-            memcpy(&bits, x + kk * sak, 64);
-        } else {
-            const uint32_t* xb = reinterpret_cast<const uint32_t*>(x + kk * sak);
-            for (int j = 0; j < nr; ++j) bits[j] = xb[j];
-        }
-        vi16 base;
-        for (int j = 0; j < 16; ++j) base[j] = kk * q_mul;
-        dec(bits, base, off + kk * 16, w + kk * 16);
-    }
-}
-
-// Decode n columns of one row of operand B into LUT indices and weights s·2^e, padded with
-// (index 0, weight +0) up to width: padding then contributes exact zeros.
-inline void decode_b_row(const float* brow, int64_t sbn, int n, int width, int shift, int nearest,
-                         int32_t* ib, float* wb, Range& rb) {
-    for (int c = 0; c < width; ++c) {
-        int32_t idx = 0;
-        float wv = 0.0f;
-        if (c < n) {
-            uint32_t bits;
-            memcpy(&bits, brow + c * sbn, 4);
-            Decoded d = decode(bits, shift, nearest);
-            rb.add(d.exp);
-            idx = d.index;
-            wv = d.weight;
-        }
-        ib[c] = idx;
-        wb[c] = wv;
-    }
-}
+#include "_cpu_decode.h"
 
 // Build V for columns n0..n0+nt (nt <= NT, padded with zeros to NT) and k0..k0+kt.
 template <int NT>
@@ -296,61 +116,100 @@ void build_v(const float* b, int64_t sbk, int64_t sbn, int64_t k0, int kt, int64
     }
 }
 
-// One output row of one (k-tile, column-tile) block: Σ_kk w[kk·step] · V row off[kk·step],
-// written to (first k tile) or added into crow[q·scn].
+// Vector registers the row gather may fill with accumulators when it takes several rows per
+// step (tiles of at most 16 columns, whose one-vector V rows leave little work per step).
+constexpr int kGatherAccumulators = kVectorBytes == 64 ? 16 : 8;
+
+// How the row gather's row step is laid out for NT columns: vectors no wider than the
+// hardware's (wider generic vectors are split by the compiler through the stack: with AVX2 a
+// 64-byte splat is written as four 16-byte stores and read back as two 32-byte loads, which
+// stalls store forwarding on every step), two k per step into two accumulator sets so the FMA
+// chains stay short, unless one row already takes more than four vectors (AVX2 with 64-column
+// tiles: one set keeps all accumulators in the sixteen registers), and for tiles of at most 16
+// columns up to four rows per step.
 template <int NT>
-inline void accumulate_row(const float* v, const int32_t* off, const float* w, int step, int kt,
-                           float* crow, int64_t scn, int nt, bool first) {
-    // Vectors no wider than the hardware's: wider generic vectors are split by the compiler
-    // through the stack (with AVX2 a 64-byte splat is written as four 16-byte stores and read
-    // back as two 32-byte loads, which stalls store forwarding on every step).
-    constexpr int VB = NT * 4 < kVectorBytes ? NT * 4 : kVectorBytes;
-    typedef float vec __attribute__((vector_size(VB), aligned(4)));
-    constexpr int L = VB / 4;    // floats per vector
-    constexpr int NV = NT / L;   // vectors per V row
-    // Two k per step into two accumulator sets, so the FMA chains stay short, unless one row
-    // already takes more than four vectors (AVX2 with 64-column tiles): then one set, which
-    // keeps all accumulators in the sixteen registers.
-    constexpr int SETS = NV > 4 ? 1 : 2;
-    vec acc0[NV], acc1[NV];
+struct RowStep {
+    static constexpr int VB = NT * 4 < kVectorBytes ? NT * 4 : kVectorBytes;
+    static constexpr int L = VB / 4;    // floats per vector
+    static constexpr int NV = NT / L;   // vectors per V row
+    static constexpr int SETS = NV > 4 ? 1 : 2;
+    static constexpr int FIT = kGatherAccumulators / (2 * NV);
+    static constexpr int ROWS = NT > 16 || FIT < 1 ? 1 : FIT > 4 ? 4 : FIT;
+    static_assert(8 % ROWS == 0, "gather_rows fills 8-row tiles group by group");
+};
+
+// G output rows of one (k-tile, column-tile) block: row g's Σ_kk w[g·gs + kk·step] · V row
+// off[g·gs + kk·step], written to (first k tile) or added into crow[g·scr + q·scn]. Each row's
+// sums are the same float operations in the same order whatever G: even kk into one set, odd
+// kk into the other, the two sets added at the end.
+template <int NT, int G>
+inline void accumulate_rows(const float* v, const int32_t* off, const float* w, int64_t gs,
+                            int step, int kt, float* crow, int64_t scr, int64_t scn, int nt,
+                            bool first) {
+    typedef RowStep<NT> S;
+    typedef float vec __attribute__((vector_size(S::VB), aligned(4)));
+    constexpr int NV = S::NV;
+    vec acc0[G][NV], acc1[G][NV];
 #pragma GCC unroll 16
-    for (int j = 0; j < NV; ++j) acc0[j] = acc1[j] = vec{};
+    for (int g = 0; g < G; ++g)
+#pragma GCC unroll 16
+        for (int j = 0; j < NV; ++j) acc0[g][j] = acc1[g][j] = vec{};
     int kk = 0;
-    if constexpr (SETS == 2) {
+    if constexpr (S::SETS == 2) {
         for (; kk + 1 < kt; kk += 2) {
-            const vec* v0 = reinterpret_cast<const vec*>(v + off[kk * step]);
-            const vec* v1 = reinterpret_cast<const vec*>(v + off[(kk + 1) * step]);
-            const float w0 = w[kk * step], w1 = w[(kk + 1) * step];
+#pragma GCC unroll 4
+            for (int g = 0; g < G; ++g) {
+                const int32_t* og = off + g * gs;
+                const float* wg = w + g * gs;
+                const vec* v0 = reinterpret_cast<const vec*>(v + og[kk * step]);
+                const vec* v1 = reinterpret_cast<const vec*>(v + og[(kk + 1) * step]);
+                const float w0 = wg[kk * step], w1 = wg[(kk + 1) * step];
 #pragma GCC unroll 16
-            for (int j = 0; j < NV; ++j) {
-                acc0[j] += w0 * v0[j];
-                acc1[j] += w1 * v1[j];
+                for (int j = 0; j < NV; ++j) {
+                    acc0[g][j] += w0 * v0[j];
+                    acc1[g][j] += w1 * v1[j];
+                }
             }
         }
     }
     for (; kk < kt; ++kk) {
-        const vec* v0 = reinterpret_cast<const vec*>(v + off[kk * step]);
-        const float w0 = w[kk * step];
+#pragma GCC unroll 4
+        for (int g = 0; g < G; ++g) {
+            const vec* v0 = reinterpret_cast<const vec*>(v + off[g * gs + kk * step]);
+            const float w0 = w[g * gs + kk * step];
 #pragma GCC unroll 16
-        for (int j = 0; j < NV; ++j) acc0[j] += w0 * v0[j];
+            for (int j = 0; j < NV; ++j) acc0[g][j] += w0 * v0[j];
+        }
     }
-    if (scn == 1 && nt == NT) {  // a full tile of contiguous output: whole vectors
-        vec* cv = reinterpret_cast<vec*>(crow);
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g) {
+        float* cg = crow + g * scr;
+        if (scn == 1 && nt == NT) {  // a full tile of contiguous output: whole vectors
+            vec* cv = reinterpret_cast<vec*>(cg);
 #pragma GCC unroll 16
-        for (int j = 0; j < NV; ++j) cv[j] = first ? acc0[j] + acc1[j] : cv[j] + (acc0[j] + acc1[j]);
-        return;
-    }
-    float out[NT];
+            for (int j = 0; j < NV; ++j)
+                cv[j] = first ? acc0[g][j] + acc1[g][j] : cv[j] + (acc0[g][j] + acc1[g][j]);
+            continue;
+        }
+        float out[NT];
 #pragma GCC unroll 16
-    for (int j = 0; j < NV; ++j) {
-        vec s = acc0[j] + acc1[j];
-        memcpy(out + j * L, &s, sizeof(vec));
+        for (int j = 0; j < NV; ++j) {
+            vec sum = acc0[g][j] + acc1[g][j];
+            memcpy(out + j * S::L, &sum, sizeof(vec));
+        }
+        if (first) {
+            for (int q = 0; q < nt; ++q) cg[q * scn] = out[q];
+        } else {
+            for (int q = 0; q < nt; ++q) cg[q * scn] += out[q];
+        }
     }
-    if (first) {
-        for (int q = 0; q < nt; ++q) crow[q * scn] = out[q];
-    } else {
-        for (int q = 0; q < nt; ++q) crow[q * scn] += out[q];
-    }
+}
+
+// One output row (accumulate_rows for a single row).
+template <int NT>
+inline void accumulate_row(const float* v, const int32_t* off, const float* w, int step, int kt,
+                           float* crow, int64_t scn, int nt, bool first) {
+    accumulate_rows<NT, 1>(v, off, w, 0, step, kt, crow, 0, scn, nt, first);
 }
 
 // Write (first k tile) or add nr <= 8 rows of a row-major tile (NT floats per row) into a
@@ -381,15 +240,33 @@ inline void store_rows_t(const float* tile, int nr, float* c, int64_t scn, int64
     }
 }
 
+// nr rows of a decoded block of a column-major A (row j's operands at off[kk·16 + j]) into
+// crow + j·scr, RowStep<NT>::ROWS rows per step.
+template <int NT>
+inline void block_rows(const float* v, const int32_t* off, const float* w, int nr, int kt,
+                       float* crow, int64_t scr, int64_t scn, int nt, bool first) {
+    constexpr int G = RowStep<NT>::ROWS;
+    int j = 0;
+    if constexpr (G > 1) {
+        for (; j + G <= nr; j += G)
+            accumulate_rows<NT, G>(v, off + j, w + j, 1, 16, kt, crow + j * scr, scr, scn, nt,
+                                   first);
+    }
+    for (; j < nr; ++j)
+        accumulate_row<NT>(v, off + j, w + j, 16, kt, crow + j * scr, scn, nt, first);
+}
+
 // Accumulate rows r_lo..r_hi of one (k-tile, column-tile) block through V. off/w hold
 // 16·kt entries: a column-major A (rows contiguous, sar == 1) is decoded sixteen rows at a
-// time, one vector per column, with no transposing copy. A column-major C (scr == 1, the
-// gradient of a column-major operand) is written eight rows at a time through store_rows_t.
+// time, one vector per column, with no transposing copy; a row-major one RowStep<NT>::ROWS
+// rows at a time. A column-major C (scr == 1, the gradient of a column-major operand) is
+// written eight rows at a time through store_rows_t.
 template <int NT>
 void gather_rows(const float* a, int64_t sar, int64_t sak, int64_t r_lo, int64_t r_hi,
                  int64_t k0, int kt, const float* v, int rows, int shift, uint32_t nearest,
                  float* c, int64_t scr, int64_t scn, int64_t n0, int nt, bool first,
                  int32_t* off, float* w, Range& ra) {
+    constexpr int G = RowStep<NT>::ROWS;
     Decode16 dec(shift, nearest, NT);
     const bool c_t = scr == 1 && scn != 1;
     float tile[8 * NT];
@@ -400,38 +277,48 @@ void gather_rows(const float* a, int64_t sar, int64_t sak, int64_t r_lo, int64_t
             if (c_t) {
                 for (int j0 = 0; j0 < nr; j0 += 8) {
                     int nj = nr - j0 < 8 ? nr - j0 : 8;
-                    for (int j = 0; j < nj; ++j)
-                        accumulate_row<NT>(v, off + j0 + j, w + j0 + j, 16, kt, tile + j * NT, 1,
-                                           NT, true);
+                    block_rows<NT>(v, off + j0, w + j0, nj, kt, tile, NT, 1, NT, true);
                     store_rows_t<NT>(tile, nj, c, scn, r0 + j0, n0, nt, first);
                 }
                 continue;
             }
-            for (int j = 0; j < nr; ++j)
-                accumulate_row<NT>(v, off + j, w + j, 16, kt, c + (r0 + j) * scr + n0 * scn,
-                                   scn, nt, first);
+            block_rows<NT>(v, off, w, nr, kt, c + r0 * scr + n0 * scn, scr, scn, nt, first);
         }
         ra.merge(dec.range());
         return;
     }
-    int pending = 0;  // rows of tile not yet stored (column-major C)
-    for (int64_t r = r_lo; r < r_hi; ++r) {
-        const float* arow = a + r * sar + k0 * sak;
-        // Rows of one k-tile are far apart in A: fetch ahead, the hardware prefetcher won't.
-        if (sak == 1 && r + kPrefetchRows < r_hi) {
-            const char* ahead = reinterpret_cast<const char*>(arow + kPrefetchRows * sar);
-            for (int q = 0; q < kt * sak * 4; q += 64) __builtin_prefetch(ahead + q);
+    int pending = 0;  // rows of tile not yet stored (column-major C); a multiple of G until
+                      // the last rows, and G divides 8
+    for (int64_t r = r_lo; r < r_hi;) {
+        const int g_n = r_hi - r >= G ? G : 1;
+        for (int g = 0; g < g_n; ++g) {
+            const float* arow = a + (r + g) * sar + k0 * sak;
+            // Rows of one k-tile are far apart in A: fetch ahead, the hardware prefetcher
+            // won't.
+            if (sak == 1 && r + g + kPrefetchRows < r_hi) {
+                const char* ahead = reinterpret_cast<const char*>(arow + kPrefetchRows * sar);
+                for (int q = 0; q < kt * sak * 4; q += 64) __builtin_prefetch(ahead + q);
+            }
+            decode_span(arow, sak, kt, shift, nearest, rows * NT, dec, ra, off + g * kt,
+                        w + g * kt);
         }
-        decode_span(arow, sak, kt, shift, nearest, rows * NT, dec, ra, off, w);
+        float* dst = c_t ? tile + pending * NT : c + r * scr + n0 * scn;
+        const int64_t d_scr = c_t ? NT : scr, d_scn = c_t ? 1 : scn;
+        const int d_nt = c_t ? NT : nt;
+        const bool d_first = c_t || first;
+        if (g_n == G && G > 1) {
+            accumulate_rows<NT, G>(v, off, w, kt, 1, kt, dst, d_scr, d_scn, d_nt, d_first);
+        } else {
+            accumulate_row<NT>(v, off, w, 1, kt, dst, d_scn, d_nt, d_first);
+        }
+        r += g_n;
         if (c_t) {
-            accumulate_row<NT>(v, off, w, 1, kt, tile + pending * NT, 1, NT, true);
-            if (++pending == 8 || r + 1 == r_hi) {
-                store_rows_t<NT>(tile, pending, c, scn, r + 1 - pending, n0, nt, first);
+            pending += g_n;
+            if (pending == 8 || r == r_hi) {
+                store_rows_t<NT>(tile, pending, c, scn, r - pending, n0, nt, first);
                 pending = 0;
             }
-            continue;
         }
-        accumulate_row<NT>(v, off, w, 1, kt, c + r * scr + n0 * scn, scn, nt, first);
     }
     ra.merge(dec.range());
 }
@@ -459,11 +346,77 @@ void gemm_gather(const float* a, int64_t sar, int64_t sak, const float* b, int64
     }
 }
 
+// Accumulator registers the direct kernel may fill with one group of rows (G rows of NC
+// scalar sums each), leaving the rest for B's operands and temporaries.
+#if defined(__AVX512F__)
+constexpr int kDirectAccumulators = 24;
+#else
+constexpr int kDirectAccumulators = 12;
+#endif
+constexpr int kDirectMaxGroup = 4;
+
+// Direct-kernel rows r_lo..r_hi of one (k tile, column tile) block, G rows at a time; ib/wb
+// hold B's decoded tile (kt rows of NT), off/w room for G·k_tile decoded operands of A. Only
+// the first NC columns are computed (NC = nt when a narrow tile is instantiated for it,
+// otherwise NT: padding adds exact zeros to sums never stored). Per output the same float
+// operations in the same order as one row at a time: w_a · (w_b · LUT) added over kk.
+template <int NT, int NC, int G>
+__attribute__((optimize("no-tree-vectorize"))) void direct_rows(
+    const float* a, int64_t sar, int64_t sak, int64_t r_lo, int64_t r_hi, int64_t k0, int kt,
+    int k_tile, const float* lut, const int32_t* ib, const float* wb, int shift,
+    uint32_t nearest, Decode16& dec, Range& ra, int32_t* off, float* w, float* c, int64_t scr,
+    int64_t scn, int64_t n0, int nt, bool first) {
+    int64_t r = r_lo;
+    for (; r + G <= r_hi; r += G) {
+        for (int g = 0; g < G; ++g)
+            decode_span(a + (r + g) * sar + k0 * sak, sak, kt, shift, nearest, 0, dec, ra,
+                        off + g * k_tile, w + g * k_tile);
+        float acc[G][NC];
+#pragma GCC unroll 32
+        for (int g = 0; g < G; ++g)
+            for (int q = 0; q < NC; ++q) acc[g][q] = 0.0f;
+        // Scalar loads (this function is not auto-vectorized): hardware gathers are slow on
+        // CPUs with the GDS mitigation. B's index and weight are loaded once for G rows.
+        for (int kk = 0; kk < kt; ++kk) {
+            const int32_t* ik = ib + kk * NT;
+            const float* sk = wb + kk * NT;
+#pragma GCC unroll 4
+            for (int g = 0; g < G; ++g) {
+                const float* l0 = lut + off[g * k_tile + kk];
+                const float wa = w[g * k_tile + kk];
+#pragma GCC unroll 16
+                for (int q = 0; q < NC; ++q) acc[g][q] += wa * (sk[q] * l0[ik[q]]);
+            }
+        }
+        for (int g = 0; g < G; ++g) {
+            float* crow = c + (r + g) * scr + n0 * scn;
+            if (first) {
+                for (int q = 0; q < nt; ++q) crow[q * scn] = acc[g][q];
+            } else {
+                for (int q = 0; q < nt; ++q) crow[q * scn] += acc[g][q];
+            }
+        }
+    }
+    if constexpr (G > 1) {
+        if (r < r_hi)
+            direct_rows<NT, NC, 1>(a, sar, sak, r, r_hi, k0, kt, k_tile, lut, ib, wb, shift,
+                                   nearest, dec, ra, off, w, c, scr, scn, n0, nt, first);
+    }
+}
+
+// Rows of a group for NC computed columns (see kDirectAccumulators).
+constexpr int direct_group(int nc) {
+    return kDirectAccumulators / nc < 1 ? 1
+           : kDirectAccumulators / nc > kDirectMaxGroup ? kDirectMaxGroup
+                                                        : kDirectAccumulators / nc;
+}
+
 // The direct kernel for rows r_lo..r_hi, column tiles t_lo..t_hi of NT columns: per k tile,
 // B's operands are decoded once (LUT column index and s·2^e), then each row looks its
-// products up in its operand's LUT row, one scalar load per product.
+// products up in its operand's LUT row, one scalar load per product. An 8-wide tile holding
+// fewer columns computes only those.
 template <int NT>
-__attribute__((optimize("no-tree-vectorize"))) void gemm_direct(const float* a, int64_t sar, int64_t sak, const float* b, int64_t sbk,
+void gemm_direct(const float* a, int64_t sar, int64_t sak, const float* b, int64_t sbk,
                  int64_t sbn, float* c, int64_t scr, int64_t scn, int64_t K, int64_t N,
                  const float* lut, int m, int nearest, int64_t r_lo, int64_t r_hi, int64_t t_lo,
                  int64_t t_hi, int k_tile, float* work, Range& ra, Range& rb) {
@@ -472,7 +425,7 @@ __attribute__((optimize("no-tree-vectorize"))) void gemm_direct(const float* a, 
     int32_t* ib = reinterpret_cast<int32_t*>(work);  // (k_tile, NT)
     float* wb = work + (int64_t)k_tile * NT;          // (k_tile, NT)
     int32_t* off = reinterpret_cast<int32_t*>(wb + (int64_t)k_tile * NT);
-    float* w = reinterpret_cast<float*>(off + k_tile);
+    float* w = reinterpret_cast<float*>(off + kDirectMaxGroup * k_tile);
     Decode16 dec(shift, (uint32_t)nearest, rows);
     for (int64_t t = t_lo; t < t_hi; ++t) {
         int64_t n0 = t * NT;
@@ -482,32 +435,25 @@ __attribute__((optimize("no-tree-vectorize"))) void gemm_direct(const float* a, 
             for (int kk = 0; kk < kt; ++kk)
                 decode_b_row(b + (k0 + kk) * sbk + n0 * sbn, sbn, nt, NT, shift, nearest,
                              ib + kk * NT, wb + kk * NT, rb);
-            for (int64_t r = r_lo; r < r_hi; ++r) {
-                const float* arow = a + r * sar + k0 * sak;
-                decode_span(arow, sak, kt, shift, (uint32_t)nearest, 0, dec, ra, off, w);
-                float acc[NT];
-                for (int q = 0; q < NT; ++q) acc[q] = 0.0f;
-                {
-                    // Scalar loads (this function is not auto-vectorized): hardware gathers
-                    // are slow on CPUs with the GDS mitigation.
-                    for (int kk = 0; kk < kt; ++kk) {
-                        const float* l0 = lut + off[kk];
-                        const float wa = w[kk];
-                        const int32_t* ik = ib + kk * NT;
-                        const float* sk = wb + kk * NT;
-                        // All NT columns (padding has weight +0 and a finite LUT entry, so
-                        // it adds exact zeros): a constant trip count keeps acc in registers.
-#pragma GCC unroll 16
-                        for (int q = 0; q < NT; ++q) acc[q] += wa * (sk[q] * l0[ik[q]]);
-                    }
+#define APPROXSIM_DIRECT(C)                                                                   \
+    direct_rows<NT, C, direct_group(C)>(a, sar, sak, r_lo, r_hi, k0, kt, k_tile, lut, ib, wb, \
+                                        shift, (uint32_t)nearest, dec, ra, off, w, c, scr,    \
+                                        scn, n0, nt, k0 == 0)
+            if constexpr (NT == 8) {
+                switch (nt) {
+                    case 1: APPROXSIM_DIRECT(1); break;
+                    case 2: APPROXSIM_DIRECT(2); break;
+                    case 3: APPROXSIM_DIRECT(3); break;
+                    case 4: APPROXSIM_DIRECT(4); break;
+                    case 5: APPROXSIM_DIRECT(5); break;
+                    case 6: APPROXSIM_DIRECT(6); break;
+                    case 7: APPROXSIM_DIRECT(7); break;
+                    default: APPROXSIM_DIRECT(8);
                 }
-                float* crow = c + r * scr + n0 * scn;
-                if (k0 == 0) {
-                    for (int q = 0; q < nt; ++q) crow[q * scn] = acc[q];
-                } else {
-                    for (int q = 0; q < nt; ++q) crow[q * scn] += acc[q];
-                }
+            } else {
+                APPROXSIM_DIRECT(NT);
             }
+#undef APPROXSIM_DIRECT
         }
     }
     ra.merge(dec.range());
@@ -624,7 +570,7 @@ int64_t approxsim_gather_work(int k_tile, int n_tile, int m) {
 
 // Floats of scratch `work` that approxsim_gemm_direct needs for (k_tile, n_tile).
 int64_t approxsim_direct_work(int k_tile, int n_tile) {
-    return 2 * (int64_t)k_tile * n_tile + 2 * (int64_t)k_tile + 16;
+    return 2 * (int64_t)k_tile * n_tile + 2 * kDirectMaxGroup * (int64_t)k_tile + 16;
 }
 
 // C[b, r, n] for batches b_lo..b_hi, rows r_lo..r_hi and column tiles t_lo..t_hi (of n_tile

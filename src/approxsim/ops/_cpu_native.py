@@ -60,7 +60,9 @@ __all__ = [
 
 SOURCE = Path(__file__).with_name("_cpu_kernel.cc")
 #: Headers the compiled kernels include (their text is part of every kernel's cache key).
-HEADERS = (Path(__file__).with_name("_simd.h"), Path(__file__).with_name("_parallel.h"))
+HEADERS = tuple(
+    Path(__file__).with_name(name) for name in ("_simd.h", "_parallel.h", "_cpu_decode.h")
+)
 FLAGS = ["-O3", "-march=native", "-std=gnu++17", "-fPIC", "-shared", "-fno-strict-aliasing"]
 #: Added to :data:`FLAGS` where the kernels can share torch's OpenMP threads.
 OPENMP_FLAGS = ["-fopenmp"]
