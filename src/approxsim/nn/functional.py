@@ -28,6 +28,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from approxsim.multipliers import Multiplier, MultiplierLike
+from approxsim.nn._attention_common import (
+    causal_hint,
+    check_attn_mask,
+    check_mha_sizes,
+    check_padding_mask,
+    float_mask,
+    mha_shape_check,
+)
 from approxsim.ops import PassMultipliers, im2col_conv2d, resolve_passes
 from approxsim.ops import matmul as approx_matmul
 from approxsim.ops.conv import UNFOLD_CHUNK_BYTES
@@ -459,70 +467,6 @@ def scaled_dot_product_attention(
     return out
 
 
-def _float_mask(mask: Tensor | None, dtype: torch.dtype, what: str) -> Tensor | None:
-    """A bool mask (True = masked out, as in nn.MultiheadAttention) as an additive float mask."""
-    if mask is None:
-        return None
-    if mask.dtype == torch.bool:
-        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
-            mask, float("-inf")
-        )
-    if not torch.is_floating_point(mask):
-        raise TypeError(f"only bool and floating-point {what} are supported, got {mask.dtype}")
-    return mask
-
-
-def _mha_shape_check(
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    key_padding_mask: Tensor | None,
-    attn_mask: Tensor | None,
-    num_heads: int,
-) -> bool:
-    """Validate the dimensions of MHA inputs; return True when the input is batched."""
-    if query.dim() == 3:
-        if key.dim() != 3 or value.dim() != 3:
-            raise RuntimeError(
-                "for batched (3-D) query, key and value must be 3-D too, got "
-                f"{key.dim()}-D and {value.dim()}-D"
-            )
-        if key_padding_mask is not None and key_padding_mask.dim() != 2:
-            raise RuntimeError(
-                "for batched (3-D) query, key_padding_mask must be 2-D (batch, source), got "
-                f"{key_padding_mask.dim()}-D"
-            )
-        if attn_mask is not None and attn_mask.dim() not in (2, 3):
-            raise RuntimeError(f"attn_mask must be 2-D or 3-D, got {attn_mask.dim()}-D")
-        return True
-    if query.dim() == 2:
-        if key.dim() != 2 or value.dim() != 2:
-            raise RuntimeError(
-                "for unbatched (2-D) query, key and value must be 2-D too, got "
-                f"{key.dim()}-D and {value.dim()}-D"
-            )
-        if key_padding_mask is not None and key_padding_mask.dim() != 1:
-            raise RuntimeError(
-                "for unbatched (2-D) query, key_padding_mask must be 1-D (source), got "
-                f"{key_padding_mask.dim()}-D"
-            )
-        if attn_mask is not None:
-            if attn_mask.dim() not in (2, 3):
-                raise RuntimeError(f"attn_mask must be 2-D or 3-D, got {attn_mask.dim()}-D")
-            if attn_mask.dim() == 3:
-                want = (num_heads, query.shape[0], key.shape[0])
-                if tuple(attn_mask.shape) != want:
-                    raise RuntimeError(
-                        f"for unbatched input a 3-D attn_mask must have shape {want}, got "
-                        f"{tuple(attn_mask.shape)}"
-                    )
-        return False
-    raise RuntimeError(
-        f"query must be 3-D (batched) or 2-D (unbatched), got {query.dim()}-D; note that "
-        "batch_first is handled by the module, not by this function"
-    )
-
-
 def multi_head_attention_forward(
     query: Tensor,
     key: Tensor,
@@ -600,7 +544,9 @@ def multi_head_attention_forward(
         ``(N, num_heads, L, S)``; the weights are None unless ``need_weights``.
 
     Raises:
-        RuntimeError: shapes or masks that do not fit, or ``is_causal`` without ``attn_mask``.
+        RuntimeError: shapes, batch sizes or masks that do not fit, or ``is_causal`` without
+            ``attn_mask``.
+        TypeError: an integer mask (masks are bool or floating-point).
         ValueError: inconsistent projection arguments.
         MultiplierError: a bad multiplier argument.
 
@@ -608,26 +554,19 @@ def multi_head_attention_forward(
         See :class:`torch.nn.MultiheadAttention`.
     """
     passes = resolve_passes(multiplier, grad_input, grad_weight)
-    is_batched = _mha_shape_check(query, key, value, key_padding_mask, attn_mask, num_heads)
+    is_batched = mha_shape_check(query, key, value, key_padding_mask, attn_mask, num_heads)
     if not is_batched:
         query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
         if key_padding_mask is not None:
             key_padding_mask = key_padding_mask.unsqueeze(0)
     tgt_len, bsz, embed_dim = query.shape
     src_len = key.shape[0]
-    key_padding_mask = _float_mask(key_padding_mask, query.dtype, "key_padding_mask")
-    if is_causal and attn_mask is None:
-        raise RuntimeError(
-            "is_causal=True needs attn_mask (the causal mask) as well, as in torch; build it "
-            "with nn.Transformer.generate_square_subsequent_mask"
-        )
-    if is_causal and key_padding_mask is None and not need_weights:
-        attn_mask = None  # the hint is trusted: attention applies the causal mask itself
-    else:
-        attn_mask = _float_mask(attn_mask, query.dtype, "attn_mask")
-        is_causal = False  # the mask (merged with the padding mask) does the masking
-    if embed_dim != embed_dim_to_check:
-        raise RuntimeError(f"expected embedding dimension {embed_dim_to_check}, got {embed_dim}")
+    key_padding_mask = float_mask(key_padding_mask, query.dtype, "key_padding_mask")
+    # A trusted hint drops attn_mask (attention applies the causal mask itself); otherwise
+    # the mask, merged with the padding mask, does the masking.
+    attn_mask, is_causal = causal_hint(is_causal, attn_mask, key_padding_mask, need_weights)
+    attn_mask = float_mask(attn_mask, query.dtype, "attn_mask")
+    check_mha_sizes(query, key, value, embed_dim_to_check, packed=not use_separate_proj_weight)
     head_dim = embed_dim // num_heads
     if head_dim * num_heads != embed_dim:
         raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
@@ -636,10 +575,6 @@ def multi_head_attention_forward(
     if not use_separate_proj_weight:
         if in_proj_weight is None:
             raise ValueError("in_proj_weight is None but use_separate_proj_weight is False")
-        if key.shape != value.shape:
-            raise RuntimeError(
-                f"key shape {tuple(key.shape)} does not match value shape {tuple(value.shape)}"
-            )
         if query is key and key is value:
             q, k, v = linear(query, in_proj_weight, in_proj_bias, multiplier=passes).chunk(3, -1)
         else:
@@ -653,29 +588,12 @@ def multi_head_attention_forward(
             raise ValueError(
                 "use_separate_proj_weight=True needs q_proj_weight, k_proj_weight and v_proj_weight"
             )
-        if key.shape[:2] != value.shape[:2]:
-            raise RuntimeError(
-                f"key's sequence and batch dims {tuple(key.shape[:2])} do not match value's "
-                f"{tuple(value.shape[:2])}"
-            )
         b_q, b_k, b_v = (None, None, None) if in_proj_bias is None else in_proj_bias.chunk(3)
         q = linear(query, q_proj_weight, b_q, multiplier=passes)
         k = linear(key, k_proj_weight, b_k, multiplier=passes)
         v = linear(value, v_proj_weight, b_v, multiplier=passes)
 
-    if attn_mask is not None:
-        if attn_mask.dim() == 2:
-            if tuple(attn_mask.shape) != (tgt_len, src_len):
-                raise RuntimeError(
-                    f"the 2-D attn_mask has shape {tuple(attn_mask.shape)} but should be "
-                    f"{(tgt_len, src_len)}"
-                )
-            attn_mask = attn_mask.unsqueeze(0)
-        elif tuple(attn_mask.shape) != (bsz * num_heads, tgt_len, src_len):
-            raise RuntimeError(
-                f"the 3-D attn_mask has shape {tuple(attn_mask.shape)} but should be "
-                f"{(bsz * num_heads, tgt_len, src_len)}"
-            )
+    attn_mask = check_attn_mask(attn_mask, bsz, num_heads, tgt_len, src_len)
 
     if bias_k is not None and bias_v is not None:
         if static_k is not None or static_v is not None:
@@ -719,12 +637,8 @@ def multi_head_attention_forward(
             key_padding_mask = F.pad(key_padding_mask, (0, 1))
 
     src_len = k.shape[1]
+    check_padding_mask(key_padding_mask, bsz, src_len)
     if key_padding_mask is not None:
-        if tuple(key_padding_mask.shape) != (bsz, src_len):
-            raise RuntimeError(
-                f"key_padding_mask should have shape {(bsz, src_len)}, got "
-                f"{tuple(key_padding_mask.shape)}"
-            )
         kpm = (
             key_padding_mask.view(bsz, 1, 1, src_len)
             .expand(-1, num_heads, -1, -1)

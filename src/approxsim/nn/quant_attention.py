@@ -22,7 +22,13 @@ from torch import Tensor, nn
 from approxsim.nn._attention_common import (
     AttentionOptions,
     MultiheadAttentionTwin,
+    causal_hint,
+    check_attn_mask,
+    check_mha_sizes,
+    check_padding_mask,
+    float_mask,
     masked_softmax,
+    mha_shape_check,
     mha_twin,
     per_head_padding_mask,
     split_heads,
@@ -40,9 +46,10 @@ class QuantMultiheadAttention(MultiheadAttentionTwin, QuantModule, nn.MultiheadA
     Same constructor, Parameters, ``state_dict`` keys (plus the observers' ``lo``/``hi``/
     ``state`` buffers, which a float checkpoint may lack), forward signature and return values
     as :class:`torch.nn.MultiheadAttention`, except that ``add_bias_kv`` and
-    ``add_zero_attn`` are refused. ``is_causal`` without ``attn_mask`` applies the causal
-    mask (with ``attn_mask``, the mask is used as given). A query whose keys are all masked
-    gets zero weights and passes no gradient.
+    ``add_zero_attn`` are refused. As in torch, ``is_causal`` is a hint that ``attn_mask`` is
+    the causal mask and needs ``attn_mask`` too; masks are bool or floating-point (integer
+    masks are refused). A query whose keys are all masked gets zero weights and passes no
+    gradient.
 
     Args:
         embed_dim: Model dimension ``E``.
@@ -62,6 +69,9 @@ class QuantMultiheadAttention(MultiheadAttentionTwin, QuantModule, nn.MultiheadA
     Raises:
         QuantError: ``add_bias_kv`` or ``add_zero_attn``, not an IntMultiplier, or a config
             that does not fit it.
+        RuntimeError: in ``forward``, operands or masks that do not fit (the messages of
+            :class:`~approxsim.nn.attention.ApproxMultiheadAttention`).
+        TypeError: in ``forward``, an integer mask.
 
     Shape:
         See :class:`torch.nn.MultiheadAttention`.
@@ -160,7 +170,9 @@ class QuantMultiheadAttention(MultiheadAttentionTwin, QuantModule, nn.MultiheadA
     ) -> tuple[Tensor, Tensor | None]:
         """Sequence-first quantized attention (float while calibrating)."""
         key_padding_mask = options.key_padding_mask
-        batched = query.dim() == 3
+        batched = mha_shape_check(
+            query, key, value, key_padding_mask, options.attn_mask, self.num_heads
+        )
         if not batched:
             query, key, value = (x.unsqueeze(1) for x in (query, key, value))
             if key_padding_mask is not None:
@@ -168,15 +180,23 @@ class QuantMultiheadAttention(MultiheadAttentionTwin, QuantModule, nn.MultiheadA
         tgt, n, e = query.shape
         src, h = key.shape[0], self.num_heads
         hd = e // h
+        dtype = query.dtype
+        key_padding_mask = float_mask(key_padding_mask, dtype, "key_padding_mask")
+        attn_mask, causal = causal_hint(
+            options.is_causal, options.attn_mask, key_padding_mask, options.need_weights
+        )
+        if causal:
+            attn_mask = torch.ones(tgt, src, dtype=torch.bool, device=query.device).triu(1)
+        attn_mask = float_mask(attn_mask, dtype, "attn_mask")
+        check_mha_sizes(query, key, value, self.embed_dim, packed=self._qkv_same_embed_dim)
+        attn_mask = check_attn_mask(attn_mask, n, h, tgt, src)
+        check_padding_mask(key_padding_mask, n, src)
         q, k, v = self._projections(query, key, value)
         q = split_heads(q, n, h, hd) * (1.0 / math.sqrt(hd))
         k = split_heads(k, n, h, hd)
         v = split_heads(v, n, h, hd)
         scores = self._bmm(self.q_observer, q, self.k_observer, k.transpose(1, 2))
-        mask = _merged_mask(
-            options.attn_mask, key_padding_mask, options.is_causal, n, h, tgt, src, q.dtype,
-            q.device,
-        )  # fmt: skip
+        mask = _merged_mask(attn_mask, key_padding_mask, n, h, src, dtype)
         if mask is not None:
             scores = scores + mask
         probs = masked_softmax(scores)
@@ -223,34 +243,18 @@ class QuantMultiheadAttention(MultiheadAttentionTwin, QuantModule, nn.MultiheadA
         return new
 
 
-def _float_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
-    if mask.dtype == torch.bool:
-        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
-            mask, float("-inf")
-        )
-    return mask.to(dtype)
-
-
 def _merged_mask(
     attn_mask: Tensor | None,
     key_padding_mask: Tensor | None,
-    is_causal: bool,
     n: int,
     h: int,
-    tgt: int,
     src: int,
     dtype: torch.dtype,
-    device: torch.device,
 ) -> Tensor | None:
-    """One additive ``(N·H or 1, L, S)`` mask from the attention and key-padding masks."""
-    mask = None
-    if attn_mask is None and is_causal:
-        attn_mask = torch.ones(tgt, src, dtype=torch.bool, device=device).triu(1)
-    if attn_mask is not None:
-        mask = _float_mask(attn_mask, dtype)
-        if mask.dim() == 2:
-            mask = mask.unsqueeze(0)
+    """One additive ``(N·H or 1, L, S)`` mask from the checked, additive attention mask
+    (``(1 or N·H, L, S)``) and key-padding mask (``(N, S)``), in the scores' dtype."""
+    mask = None if attn_mask is None else attn_mask.to(dtype)
     if key_padding_mask is not None:
-        kpm = per_head_padding_mask(_float_mask(key_padding_mask, dtype), n, h, src)
+        kpm = per_head_padding_mask(key_padding_mask.to(dtype), n, h, src)
         mask = kpm if mask is None else mask + kpm
     return mask
