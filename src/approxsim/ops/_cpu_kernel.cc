@@ -473,7 +473,7 @@ extern "C" {
 
 // dst[c·ldd + r] = src[r·lds + c] for rows r_lo..r_hi and all cols: a transposing copy
 // (torch's own copy of a transposed view is several times slower), 16x16 blocks in
-// registers where AVX-512 is available.
+// registers where AVX-512 is available, 8x8 ones with AVX2.
 void approxsim_transpose(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t r_lo,
                          int64_t r_hi, int64_t cols) {
     int64_t r0 = r_lo;
@@ -488,6 +488,31 @@ void approxsim_transpose(const float* src, int64_t lds, float* dst, int64_t ldd,
         }
         for (; c0 < cols; ++c0)
             for (int q = 0; q < 16; ++q) dst[c0 * ldd + r0 + q] = src[(r0 + q) * lds + c0];
+    }
+#elif defined(__AVX2__)
+    for (; r0 + 8 <= r_hi; r0 += 8) {
+        int64_t c0 = 0;
+        for (; c0 + 8 <= cols; c0 += 8) {
+            __m256 v[8], t[8];
+            for (int q = 0; q < 8; ++q) v[q] = _mm256_loadu_ps(src + (r0 + q) * lds + c0);
+            for (int q = 0; q < 8; q += 2) {
+                t[q] = _mm256_unpacklo_ps(v[q], v[q + 1]);
+                t[q + 1] = _mm256_unpackhi_ps(v[q], v[q + 1]);
+            }
+            for (int q = 0; q < 8; q += 4) {
+                v[q] = _mm256_shuffle_ps(t[q], t[q + 2], 0x44);
+                v[q + 1] = _mm256_shuffle_ps(t[q], t[q + 2], 0xEE);
+                v[q + 2] = _mm256_shuffle_ps(t[q + 1], t[q + 3], 0x44);
+                v[q + 3] = _mm256_shuffle_ps(t[q + 1], t[q + 3], 0xEE);
+            }
+            for (int q = 0; q < 4; ++q) {
+                t[q] = _mm256_permute2f128_ps(v[q], v[q + 4], 0x20);
+                t[q + 4] = _mm256_permute2f128_ps(v[q], v[q + 4], 0x31);
+            }
+            for (int p = 0; p < 8; ++p) _mm256_storeu_ps(dst + (c0 + p) * ldd + r0, t[p]);
+        }
+        for (; c0 < cols; ++c0)
+            for (int q = 0; q < 8; ++q) dst[c0 * ldd + r0 + q] = src[(r0 + q) * lds + c0];
     }
 #endif
     for (; r0 < r_hi; r0 += 8) {
