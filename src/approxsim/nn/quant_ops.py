@@ -4,13 +4,14 @@
 way integer hardware would: both are quantized to codes, every code × code product is read
 from the integer multiplier's table, the products are summed exactly in integers and the sum
 is scaled back to float. The backward is ``ste`` (exact float GEMMs of the dequantized
-operands) or ``lut`` (difference-based gradient tables applied per product, see
+operands) or ``lut`` (difference-based gradient tables applied per product by
+:func:`approxsim.ops.lutgrad.lut_grad_bmm`: a compiled CPU kernel, or the torch reference
 :func:`lut_backward_reference`). ``docs/quantization.md`` gives the formulas.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,8 @@ from approxsim.multipliers.integer import IntMultiplier
 from approxsim.nn.quant import QuantScheme, lut_gradient_tables
 from approxsim.ops import conv_out_size
 from approxsim.ops import matmul as approx_matmul
+from approxsim.ops.lutgrad import lut_grad_bmm
+from approxsim.ops.lutgrad import lut_grad_reference as lut_backward_reference
 
 __all__ = [
     "quantized_matmul",
@@ -29,9 +32,6 @@ __all__ = [
     "table_matmul",
     "lut_backward_reference",
 ]
-
-#: Elements of a gathered ``(rows, K, N)`` block materialized at once by the torch loops.
-GATHER_CHUNK = 1 << 22
 
 
 def table_matmul(qa: Tensor, qb: Tensor, multiplier: IntMultiplier) -> Tensor:
@@ -46,119 +46,6 @@ def table_matmul(qa: Tensor, qb: Tensor, multiplier: IntMultiplier) -> Tensor:
         ``(G, R, N)`` int64 sums.
     """
     return approx_matmul(qa, qb, multiplier).to(torch.int64)  # type: ignore[arg-type]
-
-
-def lut_backward_reference(
-    qa: Tensor,
-    qb: Tensor,
-    g_a: Tensor | None,
-    g_b: Tensor | None,
-    ga_table: Tensor,
-    gb_table: Tensor,
-    qmin: int,
-    strategy: Literal["auto", "elements", "rows"] = "auto",
-) -> tuple[Tensor | None, Tensor | None]:
-    """Gradient-table GEMMs: ``Σ_n g_a[r, n]·Ga[qa[r, k], qb[k, n]]`` and
-    ``Σ_r g_b[r, n]·Gb[qa[r, k], qb[k, n]]``, chunked so memory stays bounded.
-
-    Two equivalent strategies: ``"elements"`` gathers every table entry by its own index;
-    ``"rows"`` (DESIGN §4's row idea) works one ``k`` at a time on the ``(C, N)`` table
-    ``V[a, n] = G[a, qb[k, n]]``: whole-row gathers for the A side, and for the B side sums
-    of the gradient rows that share a code, so no per-product gather at all. Building the
-    ``K`` small tables pays once there are a few times more rows than codes; ``"auto"``
-    picks by a measured cost model.
-
-    Args:
-        qa: ``(G, R, K)`` codes.
-        qb: ``(G, K, N)`` codes.
-        g_a: ``(G, R, N)`` weights of the A-side sum, or None to skip it.
-        g_b: ``(G, R, N)`` weights of the B-side sum, or None to skip it.
-        ga_table: ``(C, C)`` float table indexed by ``code - qmin``.
-        gb_table: ``(C, C)`` float table.
-        qmin: The smallest code.
-        strategy: ``"auto"``, ``"elements"`` or ``"rows"``.
-
-    Returns:
-        ``(grad_a (G, R, K) | None, grad_b (G, K, N) | None)`` float32.
-    """
-    groups, rows, k = qa.shape
-    c = ga_table.shape[0]
-    out_a = None if g_a is None else torch.zeros(groups, rows, k, device=qa.device)
-    out_b = None if g_b is None else torch.zeros(groups, k, qb.shape[2], device=qa.device)
-    # Cost model measured on CPU: per k the row strategy pays a fixed ~60 µs plus ~0.5 ns per
-    # element of (2·C + 3·R)·N; the element gather pays ~5 ns per product (R·N per k).
-    n = qb.shape[2]
-    rows_first = strategy == "rows" or (strategy == "auto" and 3.5 * rows > c + 6e4 / max(1, n))
-    for gi in range(groups):
-        a_idx = qa[gi].to(torch.int64) - qmin  # (R, K)
-        col = qb[gi].to(torch.int64) - qmin  # (K, N)
-        ga_g = None if g_a is None else g_a[gi]
-        gb_g = None if g_b is None else g_b[gi]
-        oa = None if out_a is None else out_a[gi]
-        ob = None if out_b is None else out_b[gi]
-        if rows_first:
-            _lut_rows(a_idx, col, ga_g, gb_g, ga_table, gb_table, oa, ob)
-        else:
-            _lut_elements(a_idx, col, ga_g, gb_g, ga_table, gb_table, oa, ob)
-    return out_a, out_b
-
-
-def _lut_elements(
-    a_idx: Tensor,
-    col: Tensor,
-    g_a: Tensor | None,
-    g_b: Tensor | None,
-    ga_table: Tensor,
-    gb_table: Tensor,
-    out_a: Tensor | None,
-    out_b: Tensor | None,
-) -> None:
-    """One group of :func:`lut_backward_reference`, one table gather per product."""
-    rows, k = a_idx.shape
-    c = ga_table.shape[0]
-    ga_flat, gb_flat = ga_table.reshape(-1), gb_table.reshape(-1)
-    step = max(1, GATHER_CHUNK // max(1, k * col.shape[1]))
-    for r0 in range(0, rows, step):
-        r1 = min(rows, r0 + step)
-        idx = a_idx[r0:r1].unsqueeze(2) * c + col.unsqueeze(0)  # (rc, K, N)
-        if out_a is not None and g_a is not None:
-            out_a[r0:r1] = torch.einsum("rkn,rn->rk", ga_flat[idx], g_a[r0:r1])
-        if out_b is not None and g_b is not None:
-            out_b += torch.einsum("rkn,rn->kn", gb_flat[idx], g_b[r0:r1])
-
-
-def _lut_rows(
-    a_idx: Tensor,
-    col: Tensor,
-    g_a: Tensor | None,
-    g_b: Tensor | None,
-    ga_table: Tensor,
-    gb_table: Tensor,
-    out_a: Tensor | None,
-    out_b: Tensor | None,
-) -> None:
-    """One group of :func:`lut_backward_reference`, one reduction index ``k`` at a time.
-
-    With ``V[a, n] = G[a, qb[k, n]]`` (a ``(C, N)`` table for this ``k``): the A side gathers
-    whole rows ``V[qa[r, k], :]`` and dots them with ``g_a[r, :]``; the B side first sums the
-    rows of ``g_b`` that share a code (``H[a, n] = Σ_{r: qa[r, k] = a} g_b[r, n]``), then
-    ``Σ_a H[a, n]·V[a, n]`` — no per-product gather at all.
-    """
-    rows, k = a_idx.shape
-    c, n = ga_table.shape[0], col.shape[1]
-    step = max(1, GATHER_CHUNK // max(1, n))
-    a_cols = a_idx.t().contiguous()  # (K, R): each k's codes contiguous
-    for kk in range(k):
-        codes, cols = a_cols[kk], col[kk]
-        if out_a is not None and g_a is not None:
-            va = ga_table[:, cols]  # (C, N)
-            for r0 in range(0, rows, step):
-                r1 = min(rows, r0 + step)
-                out_a[r0:r1, kk] = (g_a[r0:r1] * va.index_select(0, codes[r0:r1])).sum(1)
-        if out_b is not None and g_b is not None:
-            h = torch.zeros(c, n, dtype=g_b.dtype, device=g_b.device)
-            h.index_add_(0, codes, g_b)
-            out_b[kk] = (h * gb_table[:, cols]).sum(0)
 
 
 def _dequantize(acc: Tensor, sa: Tensor, sb: Tensor) -> Tensor:
@@ -194,7 +81,7 @@ def _lut_grads(
     sa, za, sb, zb = qp
     ga_table, gb_table = lut_gradient_tables(scheme, grad.device)
     g_a = grad * sb if need[0] else None
-    grad_a, gb = lut_backward_reference(
+    grad_a, gb = lut_grad_bmm(
         qa, qb, g_a, grad if need[1] else None, ga_table, gb_table, scheme.qmin
     )
     if grad_a is not None and g_a is not None:
@@ -293,6 +180,7 @@ def patch_codes(
     stride: tuple[int, int],
     dilation: tuple[int, int],
     groups: int,
+    k_major: bool = False,
 ) -> Tensor:
     """im2col of a (padded) code image in its own dtype: ``(G, N·Ho·Wo, C/G·kh·kw)``.
 
@@ -305,6 +193,9 @@ def patch_codes(
         stride: ``(sh, sw)``.
         dilation: ``(dh, dw)``.
         groups: Channel groups.
+        k_major: Lay the result out as the transpose of a contiguous ``(G, C/G·kh·kw,
+            N·Ho·Wo)`` tensor (each column's codes contiguous, as the ``lut`` backward's
+            kernel reads them), else contiguous.
 
     Returns:
         The patch matrix of each group.
@@ -320,6 +211,9 @@ def patch_codes(
         (groups, n, ho, wo, cg, kh, kw),
         (cg * sc, sn, sh * stride[0], sw * stride[1], sc, sh * dilation[0], sw * dilation[1]),
     )
+    if k_major:
+        cols = view.permute(0, 4, 5, 6, 1, 2, 3).reshape(groups, cg * kh * kw, n * ho * wo)
+        return cols.transpose(1, 2)
     return view.reshape(groups, n * ho * wo, cg * kh * kw)
 
 
@@ -398,7 +292,7 @@ def _conv_lut_grads(
     n, c, h, w = x_shape
     o, cg, kh, kw = w_shape
     og = o // groups
-    qa = patch_codes(qx, (kh, kw), stride, dilation, groups)
+    qa = patch_codes(qx, (kh, kw), stride, dilation, groups, k_major=True)
     qb = qw.reshape(groups, og, cg * kh * kw).transpose(1, 2)
     ho, wo = grad.shape[2], grad.shape[3]
     g = grad.reshape(n, groups, og, ho * wo).permute(1, 0, 3, 2).reshape(groups, -1, og)
@@ -406,8 +300,9 @@ def _conv_lut_grads(
     grad_a, grad_b = _lut_grads(qa, qb, g, qp, ctx.scheme, need)
     grad_x = grad_w = None
     if grad_a is not None:
-        cols = grad_a.reshape(groups, n, ho * wo, cg * kh * kw).permute(1, 0, 3, 2)
-        cols = cols.reshape(n, c * kh * kw, ho * wo)
+        # (G, K, N·L) → (N, G·K, L); one copy where grad_a is K-major (the kernel's layout).
+        cols = grad_a.transpose(1, 2).reshape(groups, cg * kh * kw, n, ho * wo)
+        cols = cols.permute(2, 0, 1, 3).reshape(n, c * kh * kw, ho * wo)
         grad_x = F.fold(cols, (h, w), (kh, kw), dilation=dilation, stride=stride)
     if grad_b is not None:
         grad_w = grad_b.transpose(1, 2).reshape(o, cg, kh, kw)
