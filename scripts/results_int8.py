@@ -155,13 +155,19 @@ def _plot(done: list[dict[str, Any]], path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- fine-tuning
-FIRST_ROUND = ("drum4_u8", "mitchell_u8", "trunc8_s8", "bam_h3v8_s8")
+GRADS = ("ste", "lut1")
 
 
-def _gather(tuned: Path) -> list[dict[str, Any]]:
-    """One record per fine-tuning run folder: its settings, final test accuracy, time."""
-    records = []
-    for run in sorted(tuned.iterdir()):
+def _gather(tuned: Path, previous: Path) -> list[dict[str, Any]]:
+    """One record per fine-tuning run: from its run folder (settings, final test accuracy,
+    time), else the record an earlier report kept of it in ``previous`` (runs made where their
+    folders are not at hand)."""
+    records: dict[str, dict[str, Any]] = {}
+    if previous.exists():
+        for line in previous.read_text().splitlines():
+            rec = json.loads(line)
+            records[rec["run"]] = rec
+    for run in sorted(tuned.iterdir()) if tuned.is_dir() else []:
         if not (run / "config.json").exists():
             continue
         cfg = json.loads((run / "config.json").read_text())["config"]
@@ -184,62 +190,83 @@ def _gather(tuned: Path) -> list[dict[str, Any]]:
             continue  # still running, or interrupted: not a result yet
         else:
             rec["test_acc"] = metrics[-1]["test_acc"]
-        records.append(rec)
-    return records
+        records[run.name] = rec
+    return [records[k] for k in sorted(records)]
+
+
+def _accs(records: list[dict[str, Any]], **key: Any) -> list[float]:
+    """The test accuracies (%) of the finished runs matching ``key``."""
+    rows = [r for r in records if all(r[k] == v for k, v in key.items())]
+    return [100 * r["test_acc"] for r in rows if "test_acc" in r]
 
 
 def _cell(records: list[dict[str, Any]], **key: Any) -> str:
-    """Mean ± sd (or the one value, or why it stopped) of the matching runs, in %."""
+    """Mean ± sd (or the one value) of the matching runs in %, with the seed count, and how
+    many stopped."""
     rows = [r for r in records if all(r[k] == v for k, v in key.items())]
     if not rows:
         return ""
-    if any("stopped" in r for r in rows):
-        return f"stopped ({sum('stopped' in r for r in rows)} of {len(rows)})"
-    accs = [100 * r["test_acc"] for r in rows]
-    if len(accs) == 1:
-        return f"{accs[0]:.2f}"
-    return f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f} ({len(accs)})"
+    accs = _accs(records, **key)
+    stopped = sum("stopped" in r for r in rows)
+    if not accs:
+        return f"stopped ({stopped} of {len(rows)})"
+    cell = f"{accs[0]:.2f}" if len(accs) == 1 else f"{statistics.mean(accs):.2f} ± "
+    if len(accs) > 1:
+        cell += f"{statistics.stdev(accs):.2f}"
+    cell += f" ({len(accs)})"
+    return cell + (f", {stopped} stopped" if stopped else "")
+
+
+def _gap(records: list[dict[str, Any]], control: list[float], **key: Any) -> str:
+    accs = _accs(records, **key)
+    if not accs or not control:
+        return ""
+    return f"{statistics.mean(accs) - statistics.mean(control):+.2f}"
 
 
 def _finetune_tables(records: list[dict[str, Any]], ptq: list[dict[str, Any]]) -> str:
+    """Per model: every design's post-training, ``ste`` and ``lut`` accuracy over the seeds,
+    and the gap of each fine-tuning's mean to the float control's."""
     lines = []
     for model in MODELS:
-        rec = [r for r in records if r["model"] == model and r["seed"] == 0 and "test_acc" in r]
-        pt = {r["multiplier"]: r for r in ptq if r["model"] == model and r["seed"] == 0}
-        control = next((r for r in rec if r["multiplier"] == "fp32"), None)
+        rec = [r for r in records if r["model"] == model]
+        pt = [r for r in ptq if r["model"] == model]
+        mae = {r["multiplier"]: r.get("mae_percent") for r in pt}
+        control = _accs(rec, multiplier="fp32", grad="float")
         lines += [
             f"#### {model}",
             "",
-            "| multiplier | MAE% | post-training | `ste`, 2 epochs | gain (pp) | to control (pp) |",
-            "|---|---|---|---|---|---|",
+            "| multiplier | MAE% | post-training | `ste`, 2 epochs | `lut`, 2 epochs "
+            "| `ste` to control (pp) | `lut` to control (pp) |",
+            "|---|---|---|---|---|---|---|",
+            f"| fp32 (float control) | – | {_cell(pt, multiplier='fp32')} "
+            f"| {_cell(rec, multiplier='fp32', grad='float')} | | | |",
         ]
-        for name in ["fp32", *approxsim.list_int_multipliers()]:
-            grad = "ste" if name != "fp32" else "float"
-            tuned = [r for r in rec if r["multiplier"] == name and r["grad"] == grad]
-            if not tuned:
+        for name in sorted(approxsim.list_int_multipliers(), key=lambda n: mae.get(n) or 0.0):
+            cells = [_cell(rec, multiplier=name, grad=g) for g in GRADS]
+            if not any(cells):
                 continue
-            mae = f"{pt[name]['mae_percent']:.3f}" if "mae_percent" in pt[name] else "–"
-            a, b = 100 * pt[name]["test_acc"], 100 * tuned[0]["test_acc"]
-            label = name if name != "fp32" else "fp32 (float control)"
-            gap = "" if control is None else f"{b - 100 * control['test_acc']:+.2f}"
-            lines.append(f"| {label} | {mae} | {a:.2f} | {b:.2f} | {b - a:+.2f} | {gap} |")
+            gaps = [_gap(rec, control, multiplier=name, grad=g) for g in GRADS]
+            m = mae.get(name)
+            lines.append(
+                f"| {name} | {'–' if m is None else f'{m:.3f}'} | {_cell(pt, multiplier=name)} | "
+                + " | ".join(cells + gaps)
+                + " |"
+            )
         lines.append("")
     return "\n".join(lines) + "\n"
 
 
-def _seed_tables(records: list[dict[str, Any]], ptq: list[dict[str, Any]]) -> str:
-    rec = [r for r in records if r["model"] == "lenet5"]
-    pt = [r for r in ptq if r["model"] == "lenet5"]
+def _lut8_table(records: list[dict[str, Any]]) -> str:
+    """The designs fine-tuned with ``--lut-step 8``, beside their 1-code ``lut`` and ``ste``."""
+    names = sorted({r["multiplier"] for r in records if r["grad"] == "lut8"})
     lines = [
-        "| multiplier | post-training | `ste` | `lut` | `lut8` |",
+        "| model | multiplier | `ste` | `lut` (1 code) | `lut8` (8 codes) |",
         "|---|---|---|---|---|",
-        f"| fp32 (float control) | {_cell(pt, multiplier='fp32')} | "
-        f"{_cell(rec, multiplier='fp32')} | | |",
     ]
-    for name in FIRST_ROUND:
-        cells = [_cell(pt, multiplier=name)]
-        cells += [_cell(rec, multiplier=name, grad=g) for g in ("ste", "lut1", "lut8")]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name in names:
+        cells = [_cell(records, model="lenet5", multiplier=name, grad=g) for g in (*GRADS, "lut8")]
+        lines.append(f"| lenet5 | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -249,49 +276,54 @@ def _finetune_plot(records: list[dict[str, Any]], ptq: list[dict[str, Any]], pat
     plt = pyplot()
     fig, axes = plt.subplots(1, len(MODELS), figsize=(11, 4.2), constrained_layout=True)
     for ax, model in zip(axes, MODELS, strict=True):
-        tuned = {
-            r["multiplier"]: 100 * r["test_acc"]
-            for r in records
-            if r["model"] == model and r["seed"] == 0 and r["grad"] == "ste" and "test_acc" in r
-        }
+        rec = [r for r in records if r["model"] == model]
         pt = {r["multiplier"]: r for r in ptq if r["model"] == model and r["seed"] == 0}
         # The exact tables (MAE 0) have no place on a log axis; the tables list them.
-        names = [n for n in tuned if n in pt and pt[n].get("mae_percent", 0) > 0]
+        names = [n for n in pt if n != "fp32" and pt[n].get("mae_percent", 0) > 0]
         xs = [pt[n]["mae_percent"] for n in names]
-        ax.scatter(xs, [100 * pt[n]["test_acc"] for n in names], marker="x", label="post-training")
-        ax.scatter(xs, [tuned[n] for n in names], marker="o", label="ste fine-tuned, 2 epochs")
-        for n, x in zip(names, xs, strict=True):
-            ax.plot([x, x], [100 * pt[n]["test_acc"], tuned[n]], color="lightgray", zorder=0)
-        ax.axhline(100 * pt["fp32"]["test_acc"], color="gray", linestyle="--", label="float32")
-        control = [
-            100 * r["test_acc"]
-            for r in records
-            if r["model"] == model and r["multiplier"] == "fp32" and r["seed"] == 0
-        ]
+        ptq_mean = [statistics.mean(_accs(ptq, model=model, multiplier=n)) for n in names]
+        ax.scatter(xs, ptq_mean, marker="x", color="gray", label="post-training")
+        for grad, marker in (("ste", "o"), ("lut1", "^")):
+            pts = [(x, _accs(rec, multiplier=n, grad=grad)) for n, x in zip(names, xs, strict=True)]
+            pts = [(x, statistics.mean(a)) for x, a in pts if a]
+            if pts:
+                ax.scatter(
+                    *zip(*pts, strict=True), marker=marker, label=f"{grad[:3]} fine-tuned, 2 epochs"
+                )
+        control = _accs(rec, multiplier="fp32", grad="float")
+        ax.axhline(
+            statistics.mean(_accs(ptq, model=model, multiplier="fp32")),
+            color="gray",
+            linestyle="--",
+            label="float32",
+        )
         if control:
-            ax.axhline(control[0], color="black", linestyle=":", label="float32 fine-tuned")
+            ax.axhline(
+                statistics.mean(control), color="black", linestyle=":", label="float32 fine-tuned"
+            )
         if names:
             ax.set_xscale("log")
         ax.set_xlabel("multiplier MAE% (EvoApproxLib definition)")
-        ax.set_ylabel("test accuracy (%), seed 0")
+        ax.set_ylabel("test accuracy (%), mean over seeds")
         ax.set_title(f"{model} on Fashion-MNIST ({len(names)} approximate designs)")
         ax.legend(fontsize=8)
     save_figure(fig, path, overwrite=True)
 
 
 def _finetune_report(tuned: Path, out: Path) -> None:
-    """Gather the fine-tunings into ``out/int8-finetune-lenets.jsonl``, print the tables,
-    write ``out/int8-finetune-lenets.png``."""
+    """Gather the fine-tunings into ``out/int8-finetune-lenets.jsonl`` (keeping the records of
+    runs whose folders are elsewhere), print the tables, write ``out/int8-finetune-lenets.png``."""
     from approxsim._io import atomic_write_lines
 
-    records = _gather(tuned)
-    atomic_write_lines(out / "int8-finetune-lenets.jsonl", records)
+    records_file = out / "int8-finetune-lenets.jsonl"
+    records = _gather(tuned, records_file)
+    atomic_write_lines(records_file, records)
     ptq_file = out / "int8-ptq-lenets.jsonl"
     ptq = [json.loads(line) for line in ptq_file.read_text().splitlines()]
-    print("### Every design run, seed 0\n")
+    print("### Every design, seeds 0-2\n")
     print(_finetune_tables(records, ptq))
-    print("### lenet5, seeds 0-2\n")
-    print(_seed_tables(records, ptq))
+    print("### The 8-code stencil\n")
+    print(_lut8_table(records))
     _finetune_plot(records, ptq, out / "int8-finetune-lenets.png")
 
 

@@ -4,11 +4,11 @@
 # fine-tuning from each float run (2 epochs, lr 0.01):
 #
 #   control  float32 fine-tuned with the same schedule (both LeNets, seeds 0-2)
-#   ste      every listed design with the `ste` backward, seed 0, LeNet-5 then LeNet-300-100
-#            (in the order of `approxsim multipliers list --kind int`); LeNet-5 with the four
-#            designs of the first round also with seeds 1 and 2
-#   lut      LeNet-5, the four designs of the first round with the `lut` backward, seeds 0-2
-#   lut8     the same with --lut-step 8 (a difference stencil 8 codes either side)
+#   ste      every listed design with the `ste` backward, seeds 0-2, LeNet-5 then LeNet-300-100
+#            (in the order of `approxsim multipliers list --kind int`)
+#   lut      the same with the `lut` backward (1-code stencil)
+#   lut8     `--lut-step 8` (a difference stencil 8 codes either side): LeNet-5, the designs
+#            of LUT8_DESIGNS (default drum4_u8, whose 1-code tables diverge), seeds 0-2
 #
 # Every step resumes or skips what is done, so the script can be rerun after an interruption;
 # a run that stopped on non-finite values is reported and left out, not retried. The stages
@@ -18,13 +18,19 @@
 #
 # (default: all of them, in this order)
 #   RESULTS_OUT  run folders (default runs/results; fine-tunings in runs/results-int8)
-#   LUT_DESIGNS  the designs of the lut stages (default: the four of the first round)
+#   MODELS       the models of the float, control, ste and lut stages (default: lenet5
+#                lenet300100)
+#
+# Every run uses one CPU thread (torch's sums then do not depend on the machine's core count,
+# so a run is repeatable anywhere); run stages side by side to use more cores, e.g.
+#   MODELS=lenet5 bash scripts/results_int8.sh float & MODELS=lenet300100 bash ... float
+#   DESIGNS      the designs of the ste and lut stages (default: every listed one)
+#   SEEDS        the seeds of the ste and lut stages (default: 0 1 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${RESULTS_OUT:-runs/results}"
 TUNED="$OUT-int8"
 A=.venv/bin/approxsim
-FIRST_ROUND="drum4_u8 mitchell_u8 trunc8_s8 bam_h3v8_s8"
 stages=("$@")
 if [ ${#stages[@]} -eq 0 ]; then stages=(float ptq control ste lut lut8 report); fi
 
@@ -38,7 +44,7 @@ fine_tune() {
         return
     fi
     if ! $A train --model "$model" --dataset fashion-mnist --init-from "$OUT/$model-fp32-s$seed" \
-        --epochs 2 --lr 0.01 --seed "$seed" --out "$dir" --resume --no-progress "$@" \
+        --epochs 2 --lr 0.01 --seed "$seed" --out "$dir" --threads 1 --resume --no-progress "$@" \
         2> >(tee "$dir.err" >&2); then
         echo "results_int8: $dir stopped (left out)" >&2
         mkdir -p "$dir" && tail -n 3 "$dir.err" > "$dir/stopped.txt"
@@ -49,43 +55,45 @@ fine_tune() {
 for stage in "${stages[@]}"; do
     case "$stage" in
     float)
+        # The float runs the results in docs/results-int8.md start from are kept in the repo
+        # (docs/results/float-lenets): restored from there, so every fine-tuning, whenever and
+        # wherever it runs, starts from the same weights; trained only where missing.
         for seed in 0 1 2; do
-            for model in lenet5 lenet300100; do
+            for model in ${MODELS:-lenet5 lenet300100}; do
+                kept="docs/results/float-lenets/$model-fp32-s$seed"
+                if [ -d "$kept" ] && [ ! -e "$OUT/$model-fp32-s$seed" ]; then
+                    mkdir -p "$OUT" && cp -r "$kept" "$OUT/"
+                fi
                 $A train --model "$model" --dataset fashion-mnist --multiplier fp32 --epochs 10 \
-                    --seed "$seed" --out "$OUT/$model-fp32-s$seed" --resume --no-progress
+                    --seed "$seed" --out "$OUT/$model-fp32-s$seed" --threads 1 --resume --no-progress
             done
         done
         ;;
     ptq) .venv/bin/python scripts/results_int8.py ptq --runs "$OUT" --out docs/results ;;
     control)
         for seed in 0 1 2; do
-            for model in lenet5 lenet300100; do
+            for model in ${MODELS:-lenet5 lenet300100}; do
                 fine_tune "$model" "$seed" "$TUNED/$model-fp32-ft-s$seed" --multiplier fp32
             done
         done
         ;;
-    ste)
-        # LeNet-5 first: LeNet-300-100's quantized layers train several times slower here.
-        for seed in 1 2; do
-            for mult in $FIRST_ROUND; do
-                fine_tune lenet5 "$seed" "$TUNED/lenet5-$mult-ste-s$seed" \
-                    --int-multiplier "$mult" --grad ste
-            done
-        done
-        for model in lenet5 lenet300100; do
-            for mult in $($A multipliers list --kind int | awk '{print $1}'); do
-                fine_tune "$model" 0 "$TUNED/$model-$mult-ste-s0" --int-multiplier "$mult" \
-                    --grad ste
+    ste | lut)
+        # Seed 0 of every design first, then the others; LeNet-5 before LeNet-300-100.
+        designs="${DESIGNS:-$($A multipliers list --kind int | awk '{print $1}')}"
+        for seed in ${SEEDS:-0 1 2}; do
+            for model in ${MODELS:-lenet5 lenet300100}; do
+                for mult in $designs; do
+                    fine_tune "$model" "$seed" "$TUNED/$model-$mult-$stage-s$seed" \
+                        --int-multiplier "$mult" --grad "$stage"
+                done
             done
         done
         ;;
-    lut | lut8)
-        step=()  # the default stencil (1 code) is left unnamed, as in the first round's runs
-        if [ "$stage" = lut8 ]; then step=(--lut-step 8); fi
-        for seed in 0 1 2; do
-            for mult in ${LUT_DESIGNS:-$FIRST_ROUND}; do
-                fine_tune lenet5 "$seed" "$TUNED/lenet5-$mult-$stage-s$seed" \
-                    --int-multiplier "$mult" --grad lut "${step[@]}"
+    lut8)
+        for seed in ${SEEDS:-0 1 2}; do
+            for mult in ${LUT8_DESIGNS:-drum4_u8}; do
+                fine_tune lenet5 "$seed" "$TUNED/lenet5-$mult-lut8-s$seed" \
+                    --int-multiplier "$mult" --grad lut --lut-step 8
             done
         done
         ;;
