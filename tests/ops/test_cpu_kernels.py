@@ -294,3 +294,31 @@ def test_kernel_cache_key_covers_the_shared_header(
     before = _cpu_native.kernel_key(_cpu_native.SOURCE, "g++ 12")
     header.write_text("// two\n")
     assert _cpu_native.kernel_key(_cpu_native.SOURCE, "g++ 12") != before
+
+
+@pytest.mark.parametrize(
+    ("rows", "direct", "copied"),
+    [(18, False, True), (32, False, False), (32, True, True)],  # misaligned, aligned, direct
+)
+def test_long_column_major_a_copied_to_rows_keeps_every_bit(
+    monkeypatch: pytest.MonkeyPatch, rows: int, direct: bool, copied: bool
+) -> None:
+    """A column-major A over a long reduction is copied to rows where that reads faster (the
+    direct kernel, columns off cache lines), read in place otherwise: the same bits."""
+    lib = _cpu_native.load()
+    if lib is None:
+        pytest.skip("no compiled kernel on this machine")
+    k = _cpu_native.COPY_MIN_K + 52
+    g = torch.Generator().manual_seed(rows)
+    a = torch.randn(1, k, rows, generator=g).transpose(1, 2)  # (1, rows, k), column-major
+    b = torch.randn(1, k, 16, generator=g)
+    calls: list[int] = []
+    copy = _cpu_native.transposed_copy
+    monkeypatch.setattr(_cpu_native, "transposed_copy", lambda x: calls.append(1) or copy(x))
+    m = approxsim.get_multiplier("mitchell7")
+    args = (m.lut_bits(), 7, 0)
+    got, _ = _cpu_native.lut_bmm_native(lib, a, b, *args, force=(False, direct))
+    assert bool(calls) is copied
+    want, _ = _cpu_native.lut_bmm_native(lib, a.contiguous(), b, *args, force=(False, direct))
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+    assert_sum_close(got, products(a, b, "mitchell7"))
