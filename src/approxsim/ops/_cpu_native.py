@@ -24,6 +24,7 @@ import os
 import platform
 import subprocess
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ __all__ = [
     "im2col_t",
     "kernel_choice",
     "load",
+    "load_or_fall_back",
     "lut_bmm_native",
     "plan",
     "transposed_copy",
@@ -285,30 +287,47 @@ def _declare_parallel(lib: Any, geometry: list[Any]) -> None:
 _WARNED: list[bool] = []
 
 
-def load() -> Any | None:
-    """The loaded kernel library, or ``None`` where the Numba kernel must run instead."""
+def load_or_fall_back(
+    loader: Callable[[], Any], warned: list[bool], describe: Callable[[KernelBuildError], str]
+) -> Any | None:
+    """``loader()``'s kernel library, or ``None`` where a slower kernel must run instead.
+
+    ``APPROXSIM_CPU_KERNEL=numba`` asks for that; a failed build falls back too, with one
+    warning per kernel (``describe(exc)``; ``warned`` remembers it), unless
+    ``APPROXSIM_CPU_KERNEL=native`` makes the failure an error.
+
+    Raises:
+        KernelBuildError: the build failed and ``APPROXSIM_CPU_KERNEL=native`` asked for it.
+    """
     choice = kernel_choice()
     if choice == "numba":
         return None
     try:
-        return _load_library()
+        return loader()
     except KernelBuildError as exc:
         if choice == "native":
             raise
-        if not _WARNED:
-            _WARNED.append(True)
-            advice = (
-                "Fix the cache as said for full speed."
-                if isinstance(exc, KernelCacheError)
-                else "Install a C++ compiler (Debian/Ubuntu: apt-get install g++) for full speed."
-            )
-            warnings.warn(
-                f"approxsim: the compiled CPU kernel is unavailable ({exc}); using the slower "
-                f"Numba kernel (results are the same). {advice}",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        if not warned:
+            warned.append(True)
+            warnings.warn(describe(exc), RuntimeWarning, stacklevel=4)
         return None
+
+
+def load() -> Any | None:
+    """The loaded kernel library, or ``None`` where the Numba kernel must run instead."""
+
+    def describe(exc: KernelBuildError) -> str:
+        advice = (
+            "Fix the cache as said for full speed."
+            if isinstance(exc, KernelCacheError)
+            else "Install a C++ compiler (Debian/Ubuntu: apt-get install g++) for full speed."
+        )
+        return (
+            f"approxsim: the compiled CPU kernel is unavailable ({exc}); using the slower "
+            f"Numba kernel (results are the same). {advice}"
+        )
+
+    return load_or_fall_back(_load_library, _WARNED, describe)
 
 
 #: Rough per-thread costs in nanoseconds: one V entry (built with in-register transposes, the

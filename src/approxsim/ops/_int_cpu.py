@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +34,8 @@ from torch import Tensor
 from approxsim.ops._cpu_native import (
     ONE_THREAD_NS_OPENMP,
     KernelBuildError,
-    kernel_choice,
     load_kernel_library,
+    load_or_fall_back,
     uses_openmp,
 )
 from approxsim.ops._int_numba import int_lut_bmm_numba, numba_available
@@ -113,29 +112,20 @@ def load_int_kernel() -> Any | None:
     Raises:
         KernelBuildError: the build failed and ``APPROXSIM_CPU_KERNEL=native`` asked for it.
     """
-    choice = kernel_choice()
-    if choice == "numba":
-        return None
-    try:
-        return _load_library()
-    except KernelBuildError as exc:
-        if choice == "native":
-            raise
-        if not _WARNED:
-            _WARNED.append(True)
-            instead = (
-                "the slower Numba integer kernel runs instead"
-                if numba_available()
-                else "integer multipliers run the much slower reference"
-            )
-            warnings.warn(
-                f"approxsim: the compiled integer CPU kernel is unavailable ({exc}); {instead} "
-                "(results are the same). Install a C++ compiler (Debian/Ubuntu: apt-get "
-                "install g++) for full speed.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        return None
+
+    def describe(exc: KernelBuildError) -> str:
+        instead = (
+            "the slower Numba integer kernel runs instead"
+            if numba_available()
+            else "integer multipliers run the much slower reference"
+        )
+        return (
+            f"approxsim: the compiled integer CPU kernel is unavailable ({exc}); {instead} "
+            "(results are the same). Install a C++ compiler (Debian/Ubuntu: apt-get "
+            "install g++) for full speed."
+        )
+
+    return load_or_fall_back(_load_library, _WARNED, describe)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +35,8 @@ from torch import Tensor
 from approxsim.ops._cpu_native import (
     ONE_THREAD_NS_OPENMP,
     KernelBuildError,
-    kernel_choice,
     load_kernel_library,
+    load_or_fall_back,
     uses_openmp,
 )
 from approxsim.ops._scratch import buffer
@@ -91,30 +90,22 @@ _WARNED: list[bool] = []
 
 
 def load_lut_grad_kernel() -> Any | None:
-    """The loaded kernel library, or ``None`` where the reference must run instead.
+    """The loaded kernel library, or ``None`` where the reference must run instead (there is
+    no Numba kernel of these sums).
 
     Raises:
         KernelBuildError: the build failed and ``APPROXSIM_CPU_KERNEL=native`` asked for it.
     """
-    choice = kernel_choice()
-    if choice == "numba":
-        return None  # no Numba kernel of these sums: the reference stands in
-    try:
-        return _load_library()
-    except KernelBuildError as exc:
-        if choice == "native":
-            raise
-        if not _WARNED:
-            _WARNED.append(True)
-            warnings.warn(
-                f"approxsim: the compiled lut gradient CPU kernel is unavailable ({exc}); the "
-                "lut backward runs the much slower torch reference (results agree to float32 "
-                "rounding). Install a C++ compiler (Debian/Ubuntu: apt-get install g++) for "
-                "full speed.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        return None
+
+    def describe(exc: KernelBuildError) -> str:
+        return (
+            f"approxsim: the compiled lut gradient CPU kernel is unavailable ({exc}); the "
+            "lut backward runs the much slower torch reference (results agree to float32 "
+            "rounding). Install a C++ compiler (Debian/Ubuntu: apt-get install g++) for "
+            "full speed."
+        )
+
+    return load_or_fall_back(_load_library, _WARNED, describe)
 
 
 def lut_grad_plan(r: int, k: int, n: int, c: int) -> tuple[bool, int, float]:
@@ -145,25 +136,11 @@ def lut_grad_cpu(
 ) -> tuple[Tensor | None, Tensor | None]:
     """Both gradient-table GEMMs on CPU (:mod:`approxsim.ops.lutgrad` states them).
 
-    Args:
-        qa: ``(G, R, K)`` integer codes, any strides.
-        qb: ``(G, K, N)`` integer codes, any strides.
-        g_a: ``(G, R, N)`` float32 weights of the A side, or None.
-        g_b: ``(G, R, N)`` float32 weights of the B side, or None.
-        ga_table: ``(C, C)`` float32.
-        gb_table: ``(C, C)`` float32.
-        qmin: The smallest code.
-
-    Other float dtypes, and a kernel that cannot be built, take the reference.
-
-    Returns:
-        ``(grad_a (G, R, K) | None, grad_b (G, K, N) | None)`` float32; ``grad_a`` is the
-        transpose of a contiguous ``(G, K, R)`` tensor. Codes ``qa`` laid out that way (its
-        transpose contiguous) are read without a copy.
-
-    Raises:
-        ValueError: a code outside ``[qmin, qmin + C)``.
-        KernelBuildError: the kernel cannot be built and ``APPROXSIM_CPU_KERNEL=native``.
+    Arguments, result and errors as :func:`approxsim.ops.lutgrad.lut_grad_bmm`: codes of any
+    integer dtype and strides (int16 and int32 read as they are, others checked and narrowed),
+    float32 weights and tables (other float dtypes, and a kernel that cannot be built, take
+    the reference); ``grad_a`` is the transpose of a contiguous ``(G, K, R)`` tensor, and
+    codes ``qa`` laid out that way are read without a copy.
     """
     groups, r, k = qa.shape
     n = qb.shape[2]
