@@ -322,3 +322,43 @@ def test_long_column_major_a_copied_to_rows_keeps_every_bit(
     want, _ = _cpu_native.lut_bmm_native(lib, a.contiguous(), b, *args, force=(False, direct))
     assert torch.equal(got.view(torch.int32), want.view(torch.int32))
     assert_sum_close(got, products(a, b, "mitchell7"))
+
+
+def test_uneven_column_tiles_split_rows_with_the_same_bits() -> None:
+    """Three 64-column tiles on two threads split by rows (each thread builds every tile's
+    small V); four split by tiles; either way the sums are one thread's."""
+    lib = _cpu_native.load()
+    if lib is None:
+        pytest.skip("no compiled kernel on this machine")
+
+    def parts(r: int, k: int, n: int) -> tuple[tuple[int, ...], ...]:
+        return _cpu_native._schedule(1, r, k, n, 7, 2, None, None, 0, _cpu_native.K_CHUNK)[5]
+
+    assert parts(2000, 16, 150) == ((0, 1, 0, 1000, 0, 3), (0, 1, 1000, 2000, 0, 3))
+    assert parts(2000, 16, 256) == ((0, 1, 0, 2000, 0, 2), (0, 1, 0, 2000, 2, 4))
+    # Few rows: building every tile's V twice costs more than the uneven split.
+    assert parts(300, 16, 150) == ((0, 1, 0, 300, 0, 2), (0, 1, 0, 300, 2, 3))
+    g = torch.Generator().manual_seed(12)
+    a = torch.randn(1, 2000, 16, generator=g)
+    b = torch.randn(1, 16, 150, generator=g)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = run(a, b, "mitchell7")
+        torch.set_num_threads(1)
+        one = run(a, b, "mitchell7")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one.view(torch.int32), two.view(torch.int32))
+    assert_sum_close(one, products(a, b, "mitchell7"))
+
+
+def test_rows_split_pays_only_for_uneven_tiles() -> None:
+    from approxsim.ops._threads import rows_split_pays
+
+    assert rows_split_pays(1000, 1, 3, 2, 10.0, 1000.0)  # 3 tiles on 2 threads, cheap V
+    assert not rows_split_pays(1000, 1, 3, 2, 1000.0, 10.0)  # V dearer than the rows' work
+    assert not rows_split_pays(1000, 1, 4, 2, 10.0, 1000.0)  # tiles divide evenly
+    assert not rows_split_pays(1000, 2, 3, 2, 10.0, 1000.0)  # enough batches to split
+    assert not rows_split_pays(1000, 1, 3, 1, 10.0, 1000.0)  # one thread
+    assert rows_split_pays(1000, 1, 3, 16, 10.0, 1000.0)  # more threads than tiles

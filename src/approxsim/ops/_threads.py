@@ -34,6 +34,7 @@ import torch
 from approxsim.errors import ApproxsimError
 
 __all__ = [
+    "rows_split_pays",
     "ThreadSettingError",
     "mapped_openmp_runtimes",
     "parallel",
@@ -154,3 +155,22 @@ def shared_openmp_runtime() -> bool:
         return False
     runtimes = mapped_openmp_runtimes()
     return len(runtimes) == 1 and Path(runtimes[0]).name.startswith("libgomp")
+
+
+def rows_split_pays(
+    rows: int, batches: int, tiles: int, workers: int, tile_shared_ns: float, tile_rows_ns: float
+) -> bool:
+    """Whether a kernel should split rows among the threads rather than column tiles that do
+    not divide evenly among them (a batch split, where there are enough batches, is left to
+    the caller).
+
+    Each thread then repeats every tile's shared work (building its V table,
+    ``tile_shared_ns`` each) but takes an even share of the per-row work (``tile_rows_ns``
+    per tile, all rows); a tile split makes the busiest thread do ``ceil(tiles / threads)``
+    whole tiles.
+    """
+    if workers == 1 or batches >= workers or tiles % workers == 0 or rows < 2 * workers:
+        return False
+    by_tiles = -(-tiles // workers) * (tile_shared_ns + tile_rows_ns)
+    by_rows = tiles * (tile_shared_ns + tile_rows_ns / workers)
+    return by_rows < by_tiles
