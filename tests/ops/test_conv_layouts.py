@@ -143,10 +143,10 @@ def test_transposed_copy_keeps_every_bit(shape: tuple[int, ...]) -> None:
     """The kernel's blocked transpose (8x8 register blocks on AVX2, 16x16 on AVX-512, scalar
     edges) moves every float bit for bit, -0.0 and NaN payloads included."""
     _needs_kernel()
-    from approxsim.ops import _cpu_native
+    from approxsim.ops import _cpu_layout
 
     x = torch.randn(*shape)
     x.view(-1)[::7] = -0.0
     x.view(-1)[3::11] = float("nan")
-    got = _cpu_native.transposed_copy(x)
+    got = _cpu_layout.transposed_copy(x)
     assert torch.equal(_bits(got), _bits(x.transpose(-2, -1)))

@@ -16,7 +16,7 @@ from test_matmul import assert_sum_close, products
 
 import approxsim
 from approxsim.multipliers.numformat import ROUNDINGS
-from approxsim.ops import _cpu_native
+from approxsim.ops import _cpu_layout, _cpu_native
 from approxsim.ops._cpu import lut_bmm_cpu
 
 KERNELS = ["native", "numba"]
@@ -200,10 +200,10 @@ def test_unsafe_batches_python_and_numpy_forms_agree() -> None:
 @pytest.mark.parametrize("shape", [(1, 5, 3), (2, 37, 150), (1, 300, 19), (3, 16, 32)])
 def test_transposed_copy(shape: tuple[int, ...]) -> None:
     x = torch.randn(*shape)
-    got = _cpu_native.transposed_copy(x)
+    got = _cpu_layout.transposed_copy(x)
     assert got.is_contiguous() and torch.equal(got, x.transpose(-2, -1))
     strided = torch.randn(shape[0], shape[2], shape[1]).transpose(1, 2)  # falls back to torch
-    assert torch.equal(_cpu_native.transposed_copy(strided), strided.transpose(-2, -1))
+    assert torch.equal(_cpu_layout.transposed_copy(strided), strided.transpose(-2, -1))
 
 
 @pytest.mark.parametrize("special", [float("inf"), float("nan"), 3e38, 1e-39])
@@ -313,8 +313,8 @@ def test_long_column_major_a_copied_to_rows_keeps_every_bit(
     a = torch.randn(1, k, rows, generator=g).transpose(1, 2)  # (1, rows, k), column-major
     b = torch.randn(1, k, 16, generator=g)
     calls: list[int] = []
-    copy = _cpu_native.transposed_copy
-    monkeypatch.setattr(_cpu_native, "transposed_copy", lambda x: calls.append(1) or copy(x))
+    copy = _cpu_layout.transposed_copy
+    monkeypatch.setattr(_cpu_layout, "transposed_copy", lambda x: calls.append(1) or copy(x))
     m = approxsim.get_multiplier("mitchell7")
     args = (m.lut_bits(), 7, 0)
     got, _ = _cpu_native.lut_bmm_native(lib, a, b, *args, force=(False, direct))

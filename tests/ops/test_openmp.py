@@ -16,7 +16,7 @@ import torch
 from test_matmul import assert_sum_close, products
 
 import approxsim
-from approxsim.ops import _cpu_native, _int_cpu, _threads
+from approxsim.ops import _cpu_layout, _cpu_native, _int_cpu, _threads
 from approxsim.ops._cpu import lut_bmm_cpu
 from approxsim.ops.reference import int_lut_bmm_ref
 
@@ -120,9 +120,9 @@ def test_torch_thread_count_reaches_the_kernels(lib: Any, restore_threads: None)
         torch.set_num_threads(threads)
         run(a, b)
         assert lib.approxsim_last_team() == threads
-        _cpu_native.im2col_t(lib, x, (3, 3, 1, 1, 1, 1, 1, 1))
+        _cpu_layout.im2col_t(lib, x, (3, 3, 1, 1, 1, 1, 1, 1))
         assert lib.approxsim_last_team() == threads
-        _cpu_native.transposed_copy(torch.randn(4, 300, 300))
+        _cpu_layout.transposed_copy(torch.randn(4, 300, 300))
         assert lib.approxsim_last_team() == threads
         got = _int_cpu.int_lut_bmm_cpu(qa, qb, m.table, m.min_value, False)
         assert int_lib.approxsim_last_team() == threads

@@ -45,15 +45,11 @@ from approxsim.ops._threads import (
 from approxsim.ops._tiling import balanced_k_tile
 
 __all__ = [
-    "col2im_t",
-    "conv_out_size",
-    "im2col_t",
     "kernel_choice",
     "load",
     "load_or_fall_back",
     "lut_bmm_native",
     "plan",
-    "transposed_copy",
     "compile_kernel",
     "kernel_key",
     "load_kernel_library",
@@ -347,10 +343,6 @@ ONE_THREAD_NS = 200_000
 #: costs a few microseconds (two blocks of a tiny transpose on two threads of a shared 2-core
 #: AMD EPYC, 2000 calls: 2.4 us best, 3.5 us median; 13 us and 27 us on the pool).
 ONE_THREAD_NS_OPENMP = 25_000
-#: Patch matrices, their adjoints and transposed copies of fewer elements than this stay on
-#: the calling thread (pool, OpenMP team).
-PARALLEL_MIN_ELEMENTS = 1 << 16
-PARALLEL_MIN_ELEMENTS_OPENMP = 1 << 14
 #: Reductions at least this long copy a column-major A to rows in some cases (see
 #: :func:`lut_bmm_native`; shorter ones measured no gain: 25×800×6 0.19 ms in place, 0.21
 #: copied).
@@ -478,6 +470,8 @@ def lut_bmm_native(
         # thread, copy included: LeNet-5's conv1 weight gradient (25×100352×6, direct) 19.6 ->
         # 14.2 ms, conv2's (150×12800×16) 11.8 -> 9.4 ms; aligned columns (144 or 160 rows
         # instead of 150) read in place run 7.9-8.2 ms.
+        from approxsim.ops._cpu_layout import transposed_copy
+
         a = transposed_copy(a.transpose(1, 2))
     elif a.stride(2) != 1 and not column_major and not (direct and n_tiles <= 2):
         # Other strides: the row gather decodes A fastest from contiguous rows (vector decode,
@@ -699,109 +693,3 @@ def _schedule(
     else:
         parts = [(0, nb, lo, hi, 0, n_tiles) for lo, hi in split_range(r, workers)]
     return swap, direct, kt, nt, (), tuple(parts), work_len
-
-
-def _copy_workers(lib: Any, numel: int) -> int:
-    """Threads for a copy-like pass over ``numel`` elements (see :data:`PARALLEL_MIN_ELEMENTS`)."""
-    least = PARALLEL_MIN_ELEMENTS
-    if uses_openmp(lib):
-        least = min(least, PARALLEL_MIN_ELEMENTS_OPENMP)
-    return max(1, torch.get_num_threads()) if numel >= least else 1
-
-
-def transposed_copy(x: Tensor) -> Tensor:
-    """``x.transpose(-2, -1).contiguous()`` for a contiguous float32 CPU tensor, by the
-    compiled kernel's blocked transpose (torch's copy of a transposed view is several times
-    slower); torch's copy where the kernel is unavailable or ``x`` does not qualify."""
-    t = x.transpose(-2, -1)
-    lib = load() if x.dtype == torch.float32 and x.device.type == "cpu" else None
-    if lib is None or not x.is_contiguous() or x.dim() < 2 or x.numel() == 0:
-        return t.contiguous()
-    rows, cols = x.shape[-2], x.shape[-1]
-    out = torch.empty(t.shape, dtype=x.dtype)
-    src = x.reshape(-1, rows, cols)
-    dst = out.view(-1, cols, rows)
-    workers = _copy_workers(lib, x.numel())
-    jobs = []
-    for bi in range(src.shape[0]):
-        sp, dp = src[bi].data_ptr(), dst[bi].data_ptr()
-        if src.shape[0] >= workers:
-            jobs.append((sp, cols, dp, rows, 0, rows, cols))
-        else:
-            jobs.extend((sp, cols, dp, rows, lo, hi, cols) for lo, hi in split_range(rows, workers))
-    if uses_openmp(lib):
-        table = np.array(jobs, dtype=np.int64)
-        lib.approxsim_transpose_jobs(table.ctypes.data, len(jobs), workers)
-        return out
-    per = -(-len(jobs) // workers)
-    groups = [jobs[i : i + per] for i in range(0, len(jobs), per)]
-
-    def call(group: list[tuple[int, ...]]) -> None:
-        for job in group:
-            lib.approxsim_transpose(*job)
-
-    run_jobs(call, [(grp,) for grp in groups])
-    return out
-
-
-#: ``(kh, kw, sh, sw, dh, dw, ph, pw)`` of a 2-D convolution: kernel, stride, dilation, padding.
-ConvGeometry2d = tuple[int, int, int, int, int, int, int, int]
-
-
-def conv_out_size(size: int, k: int, s: int, d: int, p: int) -> int:
-    """Output length of a convolution along one dimension (as torch computes it).
-
-    Args:
-        size: Input length.
-        k: Kernel length.
-        s: Stride.
-        d: Dilation.
-        p: Zero padding on each side.
-
-    Returns:
-        The output length (zero or negative when the dilated kernel does not fit).
-    """
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
-
-
-def im2col_t(lib: Any, x: Tensor, geometry: ConvGeometry2d, out: Tensor | None = None) -> Tensor:
-    """The transposed patch matrix ``(C·kh·kw, N, Ho, Wo)`` of ``x`` ``(C, N, H, W)`` (float32,
-    CPU, any strides; zero padding), rows in ``F.unfold``'s (channel, kh, kw) order; written
-    into ``out`` (contiguous float32 of that many elements, any shape) when given, else into a
-    recycled block (:func:`._scratch.recycled`: in training autograd keeps the patches until the
-    backward pass, and fresh pages for them cost more than writing them)."""
-    kh, kw, sh, sw, dh, dw, ph, pw = geometry
-    c, n, h, w = x.shape
-    ho, wo = conv_out_size(h, kh, sh, dh, ph), conv_out_size(w, kw, sw, dw, pw)
-    shape = (c * kh * kw, n, ho, wo)
-    if out is None:
-        out = recycled(shape)
-    else:
-        out = out.view(shape)
-    planes = c * kh * kw
-    workers = _copy_workers(lib, out.numel())
-    head = (x.data_ptr(), *x.stride(), n, h, w, *geometry, ho, wo, out.data_ptr())
-    if uses_openmp(lib):
-        lib.approxsim_im2col_par(*head, planes, workers)
-        return out
-    run_jobs(lib.approxsim_im2col_t, [(*head, lo, hi) for lo, hi in split_range(planes, workers)])
-    return out
-
-
-def col2im_t(
-    lib: Any, g: Tensor, shape: tuple[int, int, int, int], geometry: ConvGeometry2d
-) -> Tensor:
-    """The adjoint of :func:`im2col_t`: ``g`` ``(C·kh·kw, N, Ho, Wo)`` summed back into a
-    contiguous ``(C, N, H, W)`` tensor, each element's taps added in (kh, kw) order."""
-    kh, kw, sh, sw, dh, dw, ph, pw = geometry
-    c, n, h, w = shape
-    ho, wo = conv_out_size(h, kh, sh, dh, ph), conv_out_size(w, kw, sw, dw, pw)
-    g = g.contiguous()
-    gx = torch.zeros(shape, dtype=torch.float32)
-    workers = _copy_workers(lib, g.numel())
-    head = (g.data_ptr(), n, h, w, *geometry, ho, wo, gx.data_ptr())
-    if uses_openmp(lib):
-        lib.approxsim_col2im_par(*head, c, workers)
-        return gx
-    run_jobs(lib.approxsim_col2im_t, [(*head, lo, hi) for lo, hi in split_range(c, workers)])
-    return gx

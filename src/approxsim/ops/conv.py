@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from approxsim.ops import _cpu_native
-from approxsim.ops._cpu_native import ConvGeometry2d, conv_out_size
+from approxsim.ops import _cpu_layout, _cpu_native
+from approxsim.ops._cpu_layout import ConvGeometry2d, conv_out_size
 from approxsim.ops.matmul import PassMultipliers, _eager_cpu
 from approxsim.ops.matmul import matmul as approx_matmul
 
@@ -107,7 +107,7 @@ class _Transposed(torch.autograd.Function):
             return grad.transpose(1, 2)
         if _backward_kernels(grad) is None:
             return grad.transpose(1, 2).contiguous()
-        return _cpu_native.transposed_copy(grad.contiguous())
+        return _cpu_layout.transposed_copy(grad.contiguous())
 
 
 class _ChannelsFirst(torch.autograd.Function):
@@ -129,7 +129,7 @@ class _ChannelsFirst(torch.autograd.Function):
         ctx.channels_last = _is_channels_last(x)
         if ctx.channels_last:
             rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)  # a view: x is channels-last
-            return _cpu_native.transposed_copy(rows).view(c, n, h, w)
+            return _cpu_layout.transposed_copy(rows).view(c, n, h, w)
         return x.transpose(0, 1)
 
     @staticmethod
@@ -139,7 +139,7 @@ class _ChannelsFirst(torch.autograd.Function):
             return grad.transpose(0, 1).contiguous()
         if _backward_kernels(grad) is None:
             return grad.transpose(0, 1).contiguous(memory_format=torch.channels_last)
-        rows = _cpu_native.transposed_copy(grad.contiguous().view(c, n * h * w))
+        rows = _cpu_layout.transposed_copy(grad.contiguous().view(c, n * h * w))
         return rows.view(n, h, w, c).permute(0, 3, 1, 2)
 
 
@@ -162,14 +162,14 @@ class _PatchesT(torch.autograd.Function):
         ctx.geometry = geometry
         lib = _native_kernels(x)
         if lib is not None:
-            return _cpu_native.im2col_t(lib, x, geometry)  # type: ignore[arg-type]
+            return _cpu_layout.im2col_t(lib, x, geometry)  # type: ignore[arg-type]
         return _patches_t_torch(x, geometry)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None]:  # type: ignore[override]
         lib = _backward_kernels(grad)
         if lib is not None:
-            return _cpu_native.col2im_t(lib, grad, ctx.shape, ctx.geometry), None
+            return _cpu_layout.col2im_t(lib, grad, ctx.shape, ctx.geometry), None
         kh, kw, sh, sw, dh, dw, ph, pw = ctx.geometry
         c, n, h, w = ctx.shape
         ho, wo = grad.shape[2], grad.shape[3]
