@@ -340,32 +340,3 @@ def test_training_patches_recycled_only_when_free(monkeypatch: pytest.MonkeyPatc
     fresh = _training_grads(conv, xs)
     for got, want in zip(first + again, fresh + fresh, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
-
-
-@pytest.mark.parametrize(
-    ("shape", "layout", "wide"),
-    [
-        ((4, 6, 5, 4), "channels_last", True),  # 480 values: rows of 48, bias repeated 8 times
-        ((3, 6, 5, 5), "channels_last", False),  # 450 values: no whole rows of 48
-        ((2, 16, 3, 3), "channels_last", False),  # 16 channels: whole vectors already
-        ((4, 6, 5, 4), "contiguous", False),  # channels-first
-        ((8, 6, 6), "channels_last", True),  # conv1d's (N, C, L)
-    ],
-)
-def test_channel_bias_add_gives_the_same_bits_and_gradients(
-    shape: tuple[int, ...], layout: str, wide: bool
-) -> None:
-    g = torch.Generator().manual_seed(len(shape) * 10 + shape[0])
-    last = torch.randn(shape[0], *shape[2:], shape[1], generator=g)
-    out = last.movedim(-1, 1) if layout == "channels_last" else last.movedim(-1, 1).contiguous()
-    out.requires_grad_()
-    bias = torch.randn(shape[1], generator=g, requires_grad=True)
-    up = torch.randn(shape, generator=g)
-    got = AF._add_channel_bias(out, bias)
-    want = out + bias.reshape((1, -1) + (1,) * (len(shape) - 2))
-    assert got.shape == want.shape and torch.equal(got, want)
-    assert (type(got.grad_fn).__name__ != "AddBackward0") is wide  # which way it went
-    gx, gb = torch.autograd.grad(got, (out, bias), up)
-    wx, wb = torch.autograd.grad(want, (out, bias), up)
-    assert torch.equal(gx, wx)
-    torch.testing.assert_close(gb, wb)  # the same sums, possibly in another order

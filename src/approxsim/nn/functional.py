@@ -219,26 +219,8 @@ def _conv_nd(
             passes,
         )
     if bias is not None:
-        out = _add_channel_bias(out, bias)
+        out = out + bias.reshape((1, -1) + (1,) * nd)
     return out.squeeze(0) if unbatched else out
-
-
-def _add_channel_bias(out: Tensor, bias: Tensor) -> Tensor:
-    """``out + bias`` over ``out``'s channel dimension 1, the same float additions.
-
-    The lowering puts out channels-last (``(N, *spatial, C)`` in memory). torch adds a
-    broadcast bias of a few channels (LeNet-5's 6) one short inner row at a time; viewed as
-    rows of a multiple of 16 values with the bias repeated along them, the add runs in whole
-    vectors (one thread, 128×6×28×28: 0.45 ms -> 0.09 ms).
-    """
-    channels = out.shape[1]
-    reps = 16 // math.gcd(channels, 16)
-    wide = channels * reps
-    last = out.movedim(1, -1)
-    if reps == 1 or not last.is_contiguous() or out.numel() % wide or bias.dim() != 1:
-        return out + bias.reshape((1, -1) + (1,) * (out.dim() - 2))
-    summed = last.reshape(-1, wide) + bias.repeat(reps)
-    return summed.view(last.shape).movedim(-1, 1)
 
 
 def _exact_padded_conv(
