@@ -340,3 +340,19 @@ def test_training_patches_recycled_only_when_free(monkeypatch: pytest.MonkeyPatc
     fresh = _training_grads(conv, xs)
     for got, want in zip(first + again, fresh + fresh, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_bias_gradient_is_torchs_broadcast_add_bit_for_bit() -> None:
+    """The bias is added as torch adds a broadcast bias, so its gradient sums in torch's order:
+    a reordered sum (a faster add over rows of repeated biases, tried once) changed the bits of
+    the bias gradient and made training runs diverge from earlier ones."""
+    g = torch.Generator().manual_seed(3)
+    conv = ApproxConv2d(1, 6, 5, padding=2, multiplier="mitchell7")
+    x = torch.randn(64, 1, 28, 28, generator=g)
+    y = conv(x)
+    up = torch.randn(y.shape, generator=g).contiguous(memory_format=torch.channels_last)
+    (got,) = torch.autograd.grad(y, conv.bias, up)
+    plain = AF.conv2d(x, conv.weight, None, padding=2, multiplier="mitchell7")
+    bias = conv.bias.detach().clone().requires_grad_()
+    (want,) = torch.autograd.grad(plain + bias.reshape(1, -1, 1, 1), bias, up)
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))
