@@ -320,7 +320,7 @@ def _finetune_report(tuned: Path, out: Path) -> None:
     atomic_write_lines(records_file, records)
     ptq_file = out / "int8-ptq-lenets.jsonl"
     ptq = [json.loads(line) for line in ptq_file.read_text().splitlines()]
-    print("### Every design, seeds 0-2\n")
+    print("### Every design run so far (the number of seeds in brackets)\n")
     print(_finetune_tables(records, ptq))
     print("### The 8-code stencil\n")
     print(_lut8_table(records))
