@@ -328,7 +328,10 @@ def _finetune_report(tuned: Path, out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- lut tables
-LUT_DESIGNS = ("drum4_u8", "drum3_u8", "mitchell_u8", "trunc8_s8", "bam_h3v8_s8", "trunc8_u8")
+LUT_DESIGNS = (
+    "drum4_u8", "drum3_u8", "mitchell_u8", "trunc8_s8", "bam_h3v8_s8", "trunc8_u8",
+    "bam_h2v6_u8", "bam_h3v8_u8", "mitchell3_u8", "drum5_u8", "bam_h4v9_s8",
+)  # fmt: skip
 
 
 def _lut_stats() -> str:
