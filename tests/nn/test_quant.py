@@ -653,3 +653,25 @@ def test_lut_backward_strategies_agree() -> None:
         out_a, out_b = lut_backward_reference(qa, qb, g, g, ga, gb, -4, strategy)  # type: ignore[arg-type]
         torch.testing.assert_close(out_a, brute_a, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(out_b, brute_b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("shape", "kernel", "stride", "groups"),
+    [
+        ((3, 4, 9, 7), (3, 2), (1, 1), 1),
+        ((2, 6, 11, 10), (5, 5), (2, 3), 2),
+        ((2, 4, 6, 6), (1, 1), (2, 2), 4),
+        ((1, 2, 5, 5), (5, 5), (1, 1), 1),  # one output position
+    ],
+)
+def test_patch_code_sums_match_the_patch_matrix(
+    shape: tuple[int, ...], kernel: tuple[int, int], stride: tuple[int, int], groups: int
+) -> None:
+    from approxsim.nn.quant_ops import patch_code_sums, patch_codes
+
+    g = torch.Generator().manual_seed(sum(shape))
+    q = torch.randint(-2048, 2048, shape, generator=g, dtype=torch.int16)
+    got = patch_code_sums(q, kernel, stride, (1, 1), groups)
+    want = patch_codes(q, kernel, stride, (1, 1), groups).sum(-1, keepdim=True, dtype=torch.int64)
+    assert got is not None and got.dtype == torch.int64 and torch.equal(got, want)
+    assert patch_code_sums(q, kernel, stride, (2, 1), groups) is None  # dilated: the caller sums

@@ -53,18 +53,66 @@ def _dequantize(acc: Tensor, sa: Tensor, sb: Tensor) -> Tensor:
     return (acc.to(torch.float64) * (sa.double() * sb.double())).to(torch.float32)
 
 
-def _affine_correct(acc: Tensor, qa: Tensor, qb: Tensor, za: Tensor, zb: Tensor, k: int) -> Tensor:
+def _affine_correct(
+    acc: Tensor,
+    qa: Tensor,
+    qb: Tensor,
+    za: Tensor,
+    zb: Tensor,
+    k: int,
+    a_sums: Tensor | None = None,
+) -> Tensor:
     """``Σ f(qa, qb) − zb·Σ qa − za·Σ qb + K·za·zb``: the exact zero-point terms, in int64.
 
     The code sums are taken in int32 (K·(2^12 − 1) < 2^31 for any K below half a million;
-    torch's int64 reductions are many times slower) and widened after."""
+    torch's int64 reductions are many times slower) and widened after; ``a_sums`` (int64, the
+    shape of ``Σ qa`` with ``keepdim``) gives A's sums where the caller has them cheaper."""
     sum_dtype = torch.int32 if k * 4096 < 2**31 else torch.int64
+    if a_sums is None:
+        a_sums = torch.sum(qa, -1, keepdim=True, dtype=sum_dtype).to(torch.int64)
     return (
         acc
-        - zb * torch.sum(qa, -1, keepdim=True, dtype=sum_dtype).to(torch.int64)
+        - zb * a_sums
         - za * torch.sum(qb, -2, keepdim=True, dtype=sum_dtype).to(torch.int64)
         + k * za * zb
     )
+
+
+def patch_code_sums(
+    q: Tensor,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+) -> Tensor | None:
+    """The sum of each patch's codes, ``(G, N·Ho·Wo, 1)`` int64: what summing
+    :func:`patch_codes` along its last axis gives, from a summed-area table of the (much
+    smaller) code image instead of the patch matrix; ``None`` for dilated kernels.
+
+    Args:
+        q: ``(N, C, H, W)`` codes.
+        kernel: ``(kh, kw)``.
+        stride: ``(sh, sw)``.
+        dilation: ``(dh, dw)``.
+        groups: Channel groups.
+    """
+    if dilation != (1, 1):
+        return None
+    n, c, h, w = q.shape
+    kh, kw = kernel
+    sh, sw = stride
+    ho, wo = conv_out_size(h, kh, sh, 1, 0), conv_out_size(w, kw, sw, 1, 0)
+    per_group = q.reshape(n, groups, c // groups, h, w).sum(2, dtype=torch.int64)
+    table = F.pad(per_group.cumsum(2).cumsum(3), (1, 0, 1, 0))  # table[..., i, j] = Σ above-left
+    top, bottom = slice(0, (ho - 1) * sh + 1, sh), slice(kh, kh + (ho - 1) * sh + 1, sh)
+    left, right = slice(0, (wo - 1) * sw + 1, sw), slice(kw, kw + (wo - 1) * sw + 1, sw)
+    box = (
+        table[:, :, bottom, right]
+        - table[:, :, top, right]
+        - table[:, :, bottom, left]
+        + table[:, :, top, left]
+    )
+    return box.permute(1, 0, 2, 3).reshape(groups, n * ho * wo, 1)
 
 
 def _lut_grads(
@@ -242,7 +290,10 @@ class _QuantConv2d(torch.autograd.Function):
         acc = table_matmul(qa, qb, scheme.table_multiplier)
         sb_g = sb.view(groups, 1, o // groups)
         if scheme.kind == "affine":
-            acc = _affine_correct(acc, qa, qb, za, zb.view(groups, 1, o // groups), qa.shape[2])
+            sums = patch_code_sums(qx, (kh, kw), stride, dilation, groups)
+            acc = _affine_correct(
+                acc, qa, qb, za, zb.view(groups, 1, o // groups), qa.shape[2], sums
+            )
         y = _dequantize(acc, sa, sb_g)  # (G, N·L, O/G)
         n = x.shape[0]
         ho = conv_out_size(x.shape[2], kh, stride[0], dilation[0], 0)
