@@ -675,3 +675,31 @@ def test_patch_code_sums_match_the_patch_matrix(
     want = patch_codes(q, kernel, stride, (1, 1), groups).sum(-1, keepdim=True, dtype=torch.int64)
     assert got is not None and got.dtype == torch.int64 and torch.equal(got, want)
     assert patch_code_sums(q, kernel, stride, (2, 1), groups) is None  # dilated: the caller sums
+
+
+@pytest.mark.parametrize("grad", ["ste", "lut"])
+@pytest.mark.parametrize("name", ["drum4_u8", "trunc8_s8"])
+def test_conv_patch_layouts_give_the_same_bits(
+    monkeypatch: pytest.MonkeyPatch, grad: str, name: str
+) -> None:
+    """K = 8·3·3 = 72 and 8 channels per group: the GEMM gets the patch codes k-major; forced
+    row-major, every output and gradient bit is the same (exact integer sums)."""
+    import approxsim
+    from approxsim.nn import quant_ops
+
+    torch.manual_seed(8)
+    conv = nn.Conv2d(16, 16, 3, padding=1, groups=2)
+    layer = QuantConv2d.from_float(conv, approxsim.get_int_multiplier(name), QuantConfig(grad=grad))  # type: ignore[arg-type]
+    x = torch.randn(3, 16, 6, 5, generator=torch.Generator().manual_seed(1))
+    calibrate(layer, [x])
+    up = torch.randn(3, 16, 6, 5, generator=torch.Generator().manual_seed(2))
+    results = []
+    for min_k in (quant_ops.K_MAJOR_MIN_K, 10**9):
+        monkeypatch.setattr(quant_ops, "K_MAJOR_MIN_K", min_k)
+        xi = x.clone().requires_grad_(True)
+        conv.weight.grad = None
+        y = layer(xi)
+        y.backward(up)
+        results.append((y.detach(), xi.grad, conv.weight.grad.clone()))
+    for k_major, row_major in zip(*results, strict=True):
+        assert torch.equal(k_major.view(torch.int32), row_major.view(torch.int32))
