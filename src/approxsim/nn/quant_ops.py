@@ -45,7 +45,7 @@ K_MAJOR_MAX_COLUMNS = 32
 
 
 def table_matmul(qa: Tensor, qb: Tensor, multiplier: IntMultiplier) -> Tensor:
-    """``out[g, r, n] = Σ_k table[qa[g, r, k] - min, qb[g, k, n] - min]``, exact, int64.
+    """``out[g, r, n] = Σ_k table[qa[g, r, k] - min, qb[g, k, n] - min]``, exact.
 
     Args:
         qa: ``(G, R, K)`` integer operand values (row operand of the table).
@@ -53,13 +53,15 @@ def table_matmul(qa: Tensor, qb: Tensor, multiplier: IntMultiplier) -> Tensor:
         multiplier: The integer multiplier.
 
     Returns:
-        ``(G, R, N)`` int64 sums.
+        ``(G, R, N)`` sums, int32 where they cannot overflow it, else int64 (the integer
+        GEMM's accumulator; the callers widen them to float64, which holds them exactly).
     """
-    return approx_matmul(qa, qb, multiplier).to(torch.int64)  # type: ignore[arg-type]
+    return approx_matmul(qa, qb, multiplier)  # type: ignore[arg-type]
 
 
 def _dequantize(acc: Tensor, sa: Tensor, sb: Tensor) -> Tensor:
-    """``float32(float64(acc)·(float64(sa)·float64(sb)))``: one rounding, at the end."""
+    """``float32(float64(acc)·(float64(sa)·float64(sb)))``: one rounding, at the end (``acc``
+    integer, or float64 holding integers)."""
     return (acc.to(torch.float64) * (sa.double() * sb.double())).to(torch.float32)
 
 
@@ -72,20 +74,24 @@ def _affine_correct(
     k: int,
     a_sums: Tensor | None = None,
 ) -> Tensor:
-    """``Σ f(qa, qb) − zb·Σ qa − za·Σ qb + K·za·zb``: the exact zero-point terms, in int64.
+    """``Σ f(qa, qb) − zb·Σ qa − za·Σ qb + K·za·zb``: the exact zero-point terms, as float64.
 
-    The code sums are taken in int32 (K·(2^12 − 1) < 2^31 for any K below half a million;
-    torch's int64 reductions are many times slower) and widened after; ``a_sums`` (int64, the
-    shape of ``Σ qa`` with ``keepdim``) gives A's sums where the caller has them cheaper."""
+    Every term and partial sum is an integer below 2^53 (``K`` below 2^29 with codes of at most
+    12 bits), so float64 holds them exactly: the value is the integer one, in two passes over
+    the output instead of four int64 ones. The code sums are taken in int32 (K·(2^12 − 1) <
+    2^31 for any K below half a million; torch's int64 reductions are many times slower);
+    ``a_sums`` (the shape of ``Σ qa`` with ``keepdim``) gives A's sums where the caller has
+    them cheaper."""
     sum_dtype = torch.int32 if k * 4096 < 2**31 else torch.int64
     if a_sums is None:
-        a_sums = torch.sum(qa, -1, keepdim=True, dtype=sum_dtype).to(torch.int64)
-    return (
-        acc
-        - zb * a_sums
-        - za * torch.sum(qb, -2, keepdim=True, dtype=sum_dtype).to(torch.int64)
-        + k * za * zb
-    )
+        a_sums = torch.sum(qa, -1, keepdim=True, dtype=sum_dtype)
+    b_sums = torch.sum(qb, -2, keepdim=True, dtype=sum_dtype).double()
+    za64 = torch.as_tensor(za, dtype=torch.float64)
+    zb64 = torch.as_tensor(zb, dtype=torch.float64)
+    const = k * za64 * zb64 - za64 * b_sums  # per output column
+    out = acc.to(torch.float64)
+    out.addcmul_(a_sums.double(), zb64, value=-1)
+    return out.add_(const)
 
 
 def patch_code_sums(
