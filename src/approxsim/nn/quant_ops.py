@@ -11,6 +11,7 @@ operands) or ``lut`` (difference-based gradient tables applied per product by
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -61,8 +62,32 @@ def table_matmul(qa: Tensor, qb: Tensor, multiplier: IntMultiplier) -> Tensor:
 
 def _dequantize(acc: Tensor, sa: Tensor, sb: Tensor) -> Tensor:
     """``float32(float64(acc)·(float64(sa)·float64(sb)))``: one rounding, at the end (``acc``
-    integer, or float64 holding integers)."""
-    return (acc.to(torch.float64) * (sa.double() * sb.double())).to(torch.float32)
+    integer, or float64 holding integers, which is then scaled in place)."""
+    out = acc.to(torch.float64)
+    return _columns_(out, sa.double() * sb.double(), "mul").to(torch.float32)
+
+
+def _columns_(t: Tensor, v: Tensor, op: str) -> Tensor:
+    """``t *= v`` (``op`` "mul") or ``t += v`` ("add") in place, ``v`` one value per column of
+    ``t``'s last axis (or one value in all).
+
+    Elementwise, so the same numbers whatever the layout; a few columns (LeNet-5's 6 or 16 are
+    fine, 6 is not a multiple of the vector width) are viewed as rows of a multiple of 16
+    values with ``v`` repeated along them, which torch runs in whole vectors (one thread, a
+    100352×6 float64 scaling in place: 0.64 ms broadcast against 0.23 ms).
+    """
+    n = t.shape[-1]
+    reps = 16 // math.gcd(n, 16)
+    flat = v.reshape(-1)
+    if reps > 1 and flat.numel() == n and t.is_contiguous() and t.numel() % (n * reps) == 0:
+        rows = t.view(-1, n * reps)
+        wide = flat.repeat(reps)
+        if op == "mul":
+            rows.mul_(wide)
+        else:
+            rows.add_(wide)
+        return t
+    return t.mul_(v) if op == "mul" else t.add_(v)
 
 
 def _affine_correct(
@@ -91,7 +116,7 @@ def _affine_correct(
     const = k * za64 * zb64 - za64 * b_sums  # per output column
     out = acc.to(torch.float64)
     out.addcmul_(a_sums.double(), zb64, value=-1)
-    return out.add_(const)
+    return _columns_(out, const, "add")
 
 
 def patch_code_sums(
