@@ -27,17 +27,6 @@ ROWS = 37
 PICKED = [0, 1, 2, 3, 5, 16, 17, 30, 34, 35, 36]
 
 
-@pytest.fixture
-def lib(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The compiled float kernel, splitting even small problems across threads."""
-    monkeypatch.delenv("APPROXSIM_CPU_KERNEL", raising=False)
-    monkeypatch.setattr(_cpu_native, "ONE_THREAD_NS", 0)
-    loaded = _cpu_native.load()
-    if loaded is None:
-        pytest.skip("no compiled kernel on this machine")
-    return loaded
-
-
 def operands(shape: tuple[int, ...], seed: int, specials: bool) -> torch.Tensor:
     """Random normal values, with zeros, subnormals, round-up carries and (with
     ``specials``) infinities and NaNs sprinkled in."""

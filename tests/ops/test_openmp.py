@@ -26,17 +26,6 @@ needs_shared_runtime = pytest.mark.skipif(
 
 
 @pytest.fixture
-def lib(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The compiled float kernel, splitting even small problems across threads."""
-    monkeypatch.delenv("APPROXSIM_CPU_KERNEL", raising=False)
-    monkeypatch.setattr(_cpu_native, "ONE_THREAD_NS", 0)
-    loaded = _cpu_native.load()
-    if loaded is None:
-        pytest.skip("no compiled kernel on this machine")
-    return loaded
-
-
-@pytest.fixture
 def restore_threads() -> Iterator[None]:
     threads = torch.get_num_threads()
     yield
