@@ -8,7 +8,8 @@
 #            (in the order of `approxsim multipliers list --kind int`)
 #   lut      the same with the `lut` backward (1-code stencil)
 #   lut8     `--lut-step 8` (a difference stencil 8 codes either side): LeNet-5, the designs
-#            of LUT8_DESIGNS (default drum4_u8, whose 1-code tables diverge), seeds 0-2
+#            of LUT8_DESIGNS (default drum6_u8 bam_h3v8_u8 drum4_u8: unsigned designs whose
+#            1-code tables fail with affine codes), seeds 0-2
 #
 # Every step resumes or skips what is done, so the script can be rerun after an interruption;
 # a run that stopped on non-finite values is reported and left out, not retried. The stages
@@ -91,7 +92,7 @@ for stage in "${stages[@]}"; do
         ;;
     lut8)
         for seed in ${SEEDS:-0 1 2}; do
-            for mult in ${LUT8_DESIGNS:-drum4_u8}; do
+            for mult in ${LUT8_DESIGNS:-drum6_u8 bam_h3v8_u8 drum4_u8}; do
                 fine_tune lenet5 "$seed" "$TUNED/lenet5-$mult-lut8-s$seed" \
                     --int-multiplier "$mult" --grad lut --lut-step 8
             done
