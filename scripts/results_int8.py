@@ -259,14 +259,14 @@ def _finetune_tables(records: list[dict[str, Any]], ptq: list[dict[str, Any]]) -
 
 def _lut8_table(records: list[dict[str, Any]]) -> str:
     """The designs fine-tuned with ``--lut-step 8``, beside their 1-code ``lut`` and ``ste``."""
-    names = sorted({r["multiplier"] for r in records if r["grad"] == "lut8"})
+    runs = sorted({(r["model"], r["multiplier"]) for r in records if r["grad"] == "lut8"})
     lines = [
         "| model | multiplier | `ste` | `lut` (1 code) | `lut8` (8 codes) |",
         "|---|---|---|---|---|",
     ]
-    for name in names:
-        cells = [_cell(records, model="lenet5", multiplier=name, grad=g) for g in (*GRADS, "lut8")]
-        lines.append(f"| lenet5 | {name} | " + " | ".join(cells) + " |")
+    for model, name in runs:
+        cells = [_cell(records, model=model, multiplier=name, grad=g) for g in (*GRADS, "lut8")]
+        lines.append(f"| {model} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

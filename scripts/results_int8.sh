@@ -7,8 +7,9 @@
 #   ste      every listed design with the `ste` backward, seeds 0-2, LeNet-5 then LeNet-300-100
 #            (in the order of `approxsim multipliers list --kind int`)
 #   lut      the same with the `lut` backward (1-code stencil)
-#   lut8     `--lut-step 8` (a difference stencil 8 codes either side): LeNet-5, the designs
-#            of LUT8_DESIGNS (default drum6_u8 bam_h3v8_u8 drum4_u8: unsigned designs whose
+#   lut8     `--lut-step 8` (a difference stencil 8 codes either side): the models of
+#            LUT8_MODELS (default lenet5 lenet300100) and the designs of LUT8_DESIGNS (default
+#            drum6_u8 bam_h3v8_u8 drum4_u8 bam_h2v6_u8 bam_h4v9_u8: unsigned designs whose
 #            1-code tables fail with affine codes), seeds 0-2
 #
 # Every step resumes or skips what is done, so the script can be rerun after an interruption;
@@ -92,9 +93,11 @@ for stage in "${stages[@]}"; do
         ;;
     lut8)
         for seed in ${SEEDS:-0 1 2}; do
-            for mult in ${LUT8_DESIGNS:-drum6_u8 bam_h3v8_u8 drum4_u8}; do
-                fine_tune lenet5 "$seed" "$TUNED/lenet5-$mult-lut8-s$seed" \
-                    --int-multiplier "$mult" --grad lut --lut-step 8
+            for model in ${LUT8_MODELS:-lenet5 lenet300100}; do
+                for mult in ${LUT8_DESIGNS:-drum6_u8 bam_h3v8_u8 drum4_u8 bam_h2v6_u8 bam_h4v9_u8}; do
+                    fine_tune "$model" "$seed" "$TUNED/$model-$mult-lut8-s$seed" \
+                        --int-multiplier "$mult" --grad lut --lut-step 8
+                done
             done
         done
         ;;
