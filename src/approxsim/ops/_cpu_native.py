@@ -36,9 +36,9 @@ from approxsim.errors import ApproxsimError
 from approxsim.ops._scratch import buffer, recycled
 from approxsim.ops._threads import (
     mapped_openmp_runtimes,
-    rows_split_pays,
     run_jobs,
     shared_openmp_runtime,
+    split_blocks,
     split_range,
     thread_choice,
 )
@@ -677,19 +677,10 @@ def _schedule(
     ):
         chunks = tuple(split_range(k, n_chunks))
         return swap, direct, kt, nt, chunks, tuple(split_range(len(chunks), workers)), work_len
-    # Split what needs no duplicated V building first: column tiles, then batches, then rows
-    # (rows also where column tiles would split unevenly and building V costs little).
-    parts: list[tuple[int, ...]]
-    # LeNet-5's conv2 input gradient (12800×16×150: three 64-column tiles) split by tiles ran
-    # 1.4x faster on two threads than on one, by rows 2.0x.
+    # Rows first where column tiles split unevenly: LeNet-5's conv2 input gradient
+    # (12800×16×150, three 64-column tiles) split by tiles ran 1.4x faster on two threads than
+    # on one, by rows 2.0x.
     tile_v = 0.0 if direct else k * (1 << mantissa_bits) * nt * COST_V
     tile_rows = r * k * (COST_DIRECT * nt if direct else COST_STEP[nt])
-    if rows_split_pays(r, nb, n_tiles, workers, tile_v, tile_rows):
-        parts = [(0, nb, lo, hi, 0, n_tiles) for lo, hi in split_range(r, workers)]
-    elif n_tiles >= workers or workers == 1:
-        parts = [(0, nb, 0, r, lo, hi) for lo, hi in split_range(n_tiles, workers)]
-    elif nb >= workers:
-        parts = [(lo, hi, 0, r, 0, n_tiles) for lo, hi in split_range(nb, workers)]
-    else:
-        parts = [(0, nb, lo, hi, 0, n_tiles) for lo, hi in split_range(r, workers)]
+    parts = split_blocks(nb, r, n_tiles, workers, tile_v, tile_rows)
     return swap, direct, kt, nt, (), tuple(parts), work_len

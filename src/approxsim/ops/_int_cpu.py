@@ -40,7 +40,7 @@ from approxsim.ops._cpu_native import (
 )
 from approxsim.ops._int_numba import int_lut_bmm_numba, numba_available
 from approxsim.ops._scratch import buffer
-from approxsim.ops._threads import rows_split_pays, run_jobs, split_range
+from approxsim.ops._threads import run_jobs, split_blocks
 from approxsim.ops.reference import int_lut_bmm_ref
 
 __all__ = ["int_lut_bmm_cpu", "int_plan", "load_int_kernel"]
@@ -304,14 +304,7 @@ def _int_lut_bmm_native(
         workers = 1
     tile_v = 0.0 if direct else k * rows * nt * COST_V
     tile_rows = r * k * (8 * -(-min(n, nt) // 8) * COST_DIRECT if direct else COST_STEP[nt])
-    if rows_split_pays(r, nb, n_tiles, workers, tile_v, tile_rows):
-        parts = [(0, nb, lo, hi, 0, n_tiles) for lo, hi in split_range(r, workers)]
-    elif n_tiles >= workers or workers == 1:
-        parts = [(0, nb, 0, r, lo, hi) for lo, hi in split_range(n_tiles, workers)]
-    elif nb >= workers:
-        parts = [(lo, hi, 0, r, 0, n_tiles) for lo, hi in split_range(nb, workers)]
-    else:
-        parts = [(0, nb, lo, hi, 0, n_tiles) for lo, hi in split_range(r, workers)]
+    parts = split_blocks(nb, r, n_tiles, workers, tile_v, tile_rows)
     work_len = int(lib.approxsim_int_work(kt, nt, rows, v_bytes, direct))
     head = (
         a.data_ptr(), _KINDS[a.dtype], *a.stride(),

@@ -35,6 +35,7 @@ from approxsim.errors import ApproxsimError
 
 __all__ = [
     "rows_split_pays",
+    "split_blocks",
     "ThreadSettingError",
     "mapped_openmp_runtimes",
     "parallel",
@@ -174,3 +175,20 @@ def rows_split_pays(
     by_tiles = -(-tiles // workers) * (tile_shared_ns + tile_rows_ns)
     by_rows = tiles * (tile_shared_ns + tile_rows_ns / workers)
     return by_rows < by_tiles
+
+
+def split_blocks(
+    batches: int, rows: int, tiles: int, workers: int, tile_shared_ns: float, tile_rows_ns: float
+) -> list[tuple[int, int, int, int, int, int]]:
+    """The ``(b_lo, b_hi, r_lo, r_hi, t_lo, t_hi)`` blocks of a row-gather GEMM, one per thread.
+
+    Column tiles first, then batches, then rows (what needs no duplicated V building first);
+    rows first where :func:`rows_split_pays` says uneven column tiles cost more.
+    """
+    if rows_split_pays(rows, batches, tiles, workers, tile_shared_ns, tile_rows_ns):
+        return [(0, batches, lo, hi, 0, tiles) for lo, hi in split_range(rows, workers)]
+    if tiles >= workers or workers == 1:
+        return [(0, batches, 0, rows, lo, hi) for lo, hi in split_range(tiles, workers)]
+    if batches >= workers:
+        return [(lo, hi, 0, rows, 0, tiles) for lo, hi in split_range(batches, workers)]
+    return [(0, batches, lo, hi, 0, tiles) for lo, hi in split_range(rows, workers)]
