@@ -473,10 +473,10 @@ def lut_bmm_native(
         from approxsim.ops._cpu_layout import transposed_copy
 
         a = transposed_copy(a.transpose(1, 2))
-    elif a.stride(2) != 1 and not column_major and not (direct and n_tiles <= 2):
-        # Other strides: the row gather decodes A fastest from contiguous rows (vector decode,
-        # prefetch) or from aligned contiguous columns (sixteen rows per vector); the direct
-        # kernel reading A once or twice is faster strided than after a copy.
+    elif a.stride(2) != 1 and not (column_major and not direct) and not (direct and n_tiles <= 2):
+        # Otherwise the row gather decodes A fastest from contiguous rows (vector decode,
+        # prefetch) or from contiguous columns (sixteen rows per vector); the direct kernel
+        # reading A once or twice is faster strided than after a copy.
         a = a.contiguous()
     if chunks:
         return _chunked(lib, a, b, c, out, lut, lut_t, mantissa_bits, rounding, direct, kt, nt,
