@@ -127,16 +127,9 @@ def patch_code_sums(
     groups: int,
 ) -> Tensor | None:
     """The sum of each patch's codes, ``(G, N·Ho·Wo, 1)`` int64: what summing
-    :func:`patch_codes` along its last axis gives, from a summed-area table of the (much
-    smaller) code image instead of the patch matrix; ``None`` for dilated kernels.
-
-    Args:
-        q: ``(N, C, H, W)`` codes.
-        kernel: ``(kh, kw)``.
-        stride: ``(sh, sw)``.
-        dilation: ``(dh, dw)``.
-        groups: Channel groups.
-    """
+    :func:`patch_codes` (same arguments) along its last axis gives, from a summed-area table
+    of the (much smaller) code image instead of the patch matrix; ``None`` for dilated
+    kernels."""
     if dilation != (1, 1):
         return None
     n, c, h, w = q.shape
